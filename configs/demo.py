@@ -1,0 +1,32 @@
+"""MER on the embedded procedural videos: the no-download demo (a few minutes on 2 CPU cores).
+
+  python -m mer_jax.train --config=configs/demo.py --workdir=/tmp/mer_demo
+
+Variants: `configs/demo.py:debug` is a tiny version for tests.
+"""
+
+import ml_collections
+
+from configs import ytvos
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = ytvos.get_config()
+    config.batch_size = 8
+    config.num_train_steps = 500
+    config.log_every_steps = 25
+    config.checkpoint_every_steps = 100
+    config.data.source = "synthetic"
+    config.data.image_size = 64
+    config.data.synthetic.num_videos = 64
+    config.data.synthetic.num_frames = 24
+    config.data.synthetic.num_objects = 3
+    config.model.encoder.embed_dim = 32
+    config.model.encoder.stem_width = 16
+    config.model.encoder.stage_widths = (16, 32, 64, 64)
+    config.model.reconstruction.radius = 4
+    if arg == "debug":
+        ytvos.shrink_for_tests(config)
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r}; use configs/demo.py or configs/demo.py:debug")
+    return config

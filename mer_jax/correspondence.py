@@ -1,0 +1,141 @@
+"""Local-window affinity and label/colour reconstruction (shared by training and evaluation).
+
+Every target pixel attends to the reference pixels within a square window (Chebyshev distance
+<= radius) around its own position; the softmax runs jointly over all references' windows
+(`ref_fusion='joint'`), or per reference followed by a per-pixel median (`'median'`).
+
+The computation is tiled: the target grid is cut into `tile` x `tile` blocks, and each block
+attends densely to the (tile + 2 radius)^2 reference pixels that cover all of its windows, with
+the out-of-window and out-of-image entries masked. This is exactly a dense softmax with a
+distance mask, costs O(HW (tile + 2r)^2) memory instead of O((HW)^2), and turns the work into
+batched matrix products.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REF_FUSIONS = ("joint", "median")
+_MASKED_LOGIT = -1e30
+
+
+def _num_tiles(size: int, tile: int) -> int:
+    return -(-size // tile)
+
+
+def _tile_queries(x: jax.Array, tile: int) -> jax.Array:
+    """[B, H, W, D] -> [B, nTy, nTx, tile*tile, D] (zero-padded to whole tiles)."""
+    b, h, w, d = x.shape
+    ny, nx = _num_tiles(h, tile), _num_tiles(w, tile)
+    x = jnp.pad(x, ((0, 0), (0, ny * tile - h), (0, nx * tile - w), (0, 0)))
+    x = x.reshape(b, ny, tile, nx, tile, d).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, ny, nx, tile * tile, d)
+
+
+def _untile_queries(x: jax.Array, height: int, width: int, tile: int) -> jax.Array:
+    """Inverse of `_tile_queries`: [B, nTy, nTx, tile*tile, D] -> [B, H, W, D]."""
+    b, ny, nx, _, d = x.shape
+    x = x.reshape(b, ny, nx, tile, tile, d).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, ny * tile, nx * tile, d)[:, :height, :width]
+
+
+def _reference_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
+    """Cuts the reference region each query tile can see.
+
+    Args:
+      x: [B, R, H, W, D] reference maps.
+
+    Returns:
+      [B, nTy, nTx, R, S*S, D] with S = tile + 2 radius; rows/cols outside the image are zeros.
+    """
+    b, r, h, w, d = x.shape
+    ny, nx = _num_tiles(h, tile), _num_tiles(w, tile)
+    span = tile + 2 * radius
+    x = jnp.pad(x, ((0, 0), (0, 0), (radius, radius + ny * tile - h), (radius, radius + nx * tile - w), (0, 0)))
+    rows = np.arange(ny)[:, None] * tile + np.arange(span)[None, :]  # [nTy, S]
+    cols = np.arange(nx)[:, None] * tile + np.arange(span)[None, :]  # [nTx, S]
+    x = x[:, :, rows][:, :, :, :, cols]  # [B, R, nTy, S, nTx, S, D]
+    x = x.transpose(0, 2, 4, 1, 3, 5, 6)
+    return x.reshape(b, ny, nx, r, span * span, d)
+
+
+def _window_geometry(height: int, width: int, radius: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """Static geometry of the tiled windows.
+
+    Returns:
+      distance: [tile*tile, S*S] int32 Chebyshev distance between query and key positions.
+      inside: [nTy, nTx, S*S] bool, whether the key position lies inside the H x W image.
+    """
+    span = tile + 2 * radius
+    q = np.arange(tile)
+    k = np.arange(span) - radius
+    d = np.abs(k[None, :] - q[:, None])  # [tile, S]
+    distance = np.maximum(d[:, None, :, None], d[None, :, None, :]).reshape(tile * tile, span * span)
+    ny, nx = _num_tiles(height, tile), _num_tiles(width, tile)
+    row_in = (np.arange(ny)[:, None] * tile + k[None, :] >= 0) & (np.arange(ny)[:, None] * tile + k[None, :] < height)
+    col_in = (np.arange(nx)[:, None] * tile + k[None, :] >= 0) & (np.arange(nx)[:, None] * tile + k[None, :] < width)
+    inside = (row_in[:, None, :, None] & col_in[None, :, None, :]).reshape(ny, nx, span * span)
+    return distance.astype(np.int32), inside
+
+
+def local_reconstruct(
+    query: jax.Array,
+    keys: jax.Array,
+    values: jax.Array,
+    *,
+    radius: int,
+    temperature: float,
+    tile: int,
+    ref_fusion: str = "joint",
+    pixel_radius: jax.Array | None = None,
+) -> jax.Array:
+    """Reconstructs the target's values from the references through local affinities.
+
+    a_ij = <query_i, key_j> / temperature for reference pixels j within Chebyshev distance
+    `radius` (or `pixel_radius[i]` <= radius) of i; weights are softmax(a_i.) jointly over all
+    references ('joint'), or per reference with the per-pixel median of the R reconstructions
+    taken afterwards ('median').
+
+    Args:
+      query: [B, H, W, C] target features.
+      keys: [B, R, H, W, C] reference features.
+      values: [B, R, H, W, V] reference values (colours or soft labels).
+      radius: window radius (the window is (2 radius + 1)^2).
+      temperature: softmax temperature.
+      tile: query tile side; any positive value gives the same result, it only trades memory
+        (B H W R (tile + 2 radius)^2 logits) against redundant work.
+      ref_fusion: 'joint' or 'median'.
+      pixel_radius: optional [B, H, W] int per-pixel radii (each <= radius).
+
+    Returns:
+      [B, H, W, V] reconstruction.
+    """
+    if ref_fusion not in REF_FUSIONS:
+        raise ValueError(f"ref_fusion must be one of {REF_FUSIONS}, got {ref_fusion!r}")
+    if query.shape[0] != keys.shape[0] or query.shape[1:] != keys.shape[2:]:
+        raise ValueError(f"query {query.shape} and keys {keys.shape} must be [B,H,W,C] and [B,R,H,W,C]")
+    if keys.shape[:4] != values.shape[:4]:
+        raise ValueError(f"keys {keys.shape} and values {values.shape} must share [B, R, H, W]")
+    b, h, w, _ = query.shape
+    num_refs = keys.shape[1]
+    distance, inside = _window_geometry(h, w, radius, tile)
+    q = _tile_queries(query, tile)  # [B, nTy, nTx, Q, C]
+    k = _reference_windows(keys, radius, tile)  # [B, nTy, nTx, R, K, C]
+    v = _reference_windows(values, radius, tile)  # [B, nTy, nTx, R, K, V]
+    logits = jnp.einsum("byxqc,byxrkc->byxqrk", q, k) / temperature
+    if pixel_radius is None:
+        allowed = jnp.asarray((distance <= radius)[None, None] & inside[:, :, None, :])
+        allowed = allowed[None, :, :, :, None, :]  # [1, nTy, nTx, Q, 1, K]
+    else:
+        r_tiles = _tile_queries(jnp.minimum(pixel_radius, radius)[..., None], tile)  # [B, nTy, nTx, Q, 1]
+        allowed = (distance[None, None, None] <= r_tiles) & inside[None, :, :, None, :]
+        allowed = allowed[:, :, :, :, None, :]
+    logits = jnp.where(allowed, logits, _MASKED_LOGIT)
+    if ref_fusion == "joint":
+        weights = jax.nn.softmax(logits.reshape(*logits.shape[:4], -1), axis=-1)
+        out = jnp.einsum("byxqk,byxkv->byxqv", weights, v.reshape(*v.shape[:3], -1, v.shape[-1]))
+    else:
+        weights = jax.nn.softmax(logits, axis=-1)
+        per_ref = jnp.einsum("byxqrk,byxrkv->byxqrv", weights, v)
+        out = jnp.median(per_ref, axis=-2) if num_refs > 1 else per_ref[..., 0, :]
+    return _untile_queries(out, h, w, tile)

@@ -1,0 +1,203 @@
+"""Video sources -> per-process batches of training clips (no model code).
+
+A clip is `num_refs` reference frames and one later target frame; consecutive clip frames are
+`frame_gaps` apart, drawn with `gap_probs`. The clip order is a pure function of (seed, step):
+every epoch visits each video `clips_per_video` times in a permutation seeded by the epoch, so a
+resumed run continues exactly the order of an uninterrupted one, and each process reads only its
+own slice of every global batch.
+"""
+
+import collections
+import concurrent.futures
+import functools
+import os
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from mer_jax import synthetic_video
+
+Batch = dict[str, np.ndarray]
+DATA_PREP_COMMAND = (
+    "python -m data_prep.build --dataset=ytvos --frames_root=YTVOS/train_all_frames/JPEGImages "
+    "--flow_root=FLOWDIR --data_dir={data_dir}"
+)
+
+
+class VideoSource(Protocol):
+    """Random access to the frames of a set of videos, already at training size."""
+
+    def __len__(self) -> int: ...
+
+    def num_frames(self, video: int) -> int: ...
+
+    def read(self, video: int, frames: np.ndarray) -> np.ndarray:
+        """Frames [N] of video -> uint8 RGB [N, S, S, 3]."""
+        ...
+
+
+class SyntheticSource:
+    """The embedded procedural videos (`synthetic_video`), generated once in memory."""
+
+    def __init__(self, seed: int, num_videos: int, num_frames: int, num_objects: int, image_size: int):
+        self.videos = synthetic_video.generate_videos(
+            seed, num_videos, num_frames=num_frames, height=image_size, width=image_size, num_objects=num_objects
+        )
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def num_frames(self, video: int) -> int:
+        return self.videos[video].frames.shape[0]
+
+    def read(self, video: int, frames: np.ndarray) -> np.ndarray:
+        return self.videos[video].frames[frames]
+
+
+def make_source(data_config, seed: int) -> VideoSource:
+    """Builds the training video source named by `data_config.source`.
+
+    Raises:
+      FileNotFoundError: the prepared dataset is missing, naming where it was looked for and the
+        command that prepares it.
+    """
+    if data_config.source == "synthetic":
+        return SyntheticSource(seed, image_size=data_config.image_size, **data_config.synthetic)
+    if data_config.source == "tfds":
+        data_dir = os.path.expanduser(data_config.data_dir)
+        location = os.path.join(data_dir, data_config.name)
+        if not os.path.isdir(location):
+            raise FileNotFoundError(
+                f"No prepared '{data_config.name}' dataset at {location} (config.data.data_dir="
+                f"{data_config.data_dir!r}). Prepare it with\n  {DATA_PREP_COMMAND.format(data_dir=data_dir)}\n"
+                "or train on the embedded videos with --config=configs/demo.py."
+            )
+        raise NotImplementedError(
+            f"Found {location}, but reading prepared TFDS datasets is not part of this version of "
+            "mer_jax yet (it arrives with the data-preparation tools)."
+        )
+    raise ValueError(f"config.data.source must be 'synthetic' or 'tfds', got {data_config.source!r}")
+
+
+def sample_clip(
+    rng: np.random.Generator,
+    num_frames: int,
+    num_refs: int,
+    frame_gaps: tuple[int, ...],
+    gap_probs: tuple[float, ...],
+) -> np.ndarray:
+    """Frame indices [num_refs + 1] of one clip, increasing, the target last.
+
+    Gaps are drawn from `frame_gaps` with `gap_probs`; when the drawn clip does not fit in the
+    video, every gap falls back to the smallest one.
+
+    Raises:
+      ValueError: the video is too short even for the smallest gaps.
+    """
+    gaps = rng.choice(np.asarray(frame_gaps), size=num_refs, p=np.asarray(gap_probs))
+    if gaps.sum() >= num_frames:
+        gaps = np.full(num_refs, min(frame_gaps))
+        if gaps.sum() >= num_frames:
+            raise ValueError(f"a clip of {num_refs + 1} frames {min(frame_gaps)} apart needs more than {num_frames}")
+    start = rng.integers(0, num_frames - gaps.sum())
+    return start + np.concatenate([[0], np.cumsum(gaps)])
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, epoch_len: int, num_videos: int) -> np.ndarray:
+    """The video of each position [epoch_len] within one epoch."""
+    return np.random.default_rng([seed, 0, epoch]).permutation(epoch_len) % num_videos
+
+
+def clip_plan(
+    step: int,
+    global_batch: int,
+    positions: range,
+    num_videos: int,
+    *,
+    seed: int,
+    clips_per_video: int,
+) -> tuple[np.ndarray, list[np.random.Generator]]:
+    """Which video each of the given batch positions of `step` draws, with its own RNG.
+
+    Returns:
+      (video indices [len(positions)], one Generator per position for its frame sampling).
+    """
+    epoch_len = num_videos * clips_per_video
+    videos, rngs = [], []
+    for j in positions:
+        position = step * global_batch + j
+        epoch, within = divmod(position, epoch_len)
+        videos.append(_epoch_order(seed, epoch, epoch_len, num_videos)[within])
+        rngs.append(np.random.default_rng([seed, 1, position]))
+    return np.asarray(videos, np.int32), rngs
+
+
+class ClipLoader:
+    """Iterates over this process's part of the global batches, from a given step on.
+
+    Yields dicts {'frames': uint8 [B_local, num_refs + 1, S, S, 3], 'video_id': int32 [B_local]},
+    prepared `prefetch` steps ahead in a background thread.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        *,
+        global_batch: int,
+        process_index: int,
+        process_count: int,
+        seed: int,
+        num_refs: int,
+        frame_gaps: tuple[int, ...],
+        gap_probs: tuple[float, ...],
+        clips_per_video: int,
+        prefetch: int,
+    ):
+        if global_batch % process_count:
+            raise ValueError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
+        if len(frame_gaps) != len(gap_probs) or not np.isclose(sum(gap_probs), 1.0):
+            raise ValueError(f"gap_probs {gap_probs} must match frame_gaps {frame_gaps} and sum to 1")
+        local = global_batch // process_count
+        self.positions = range(process_index * local, (process_index + 1) * local)
+        self.source = source
+        self.global_batch = global_batch
+        self.seed = seed
+        self.num_refs = num_refs
+        self.frame_gaps = tuple(frame_gaps)
+        self.gap_probs = tuple(gap_probs)
+        self.clips_per_video = clips_per_video
+        self.prefetch = max(prefetch, 1)
+
+    def load(self, step: int) -> Batch:
+        """The local batch of `step`."""
+        videos, rngs = clip_plan(
+            step,
+            self.global_batch,
+            self.positions,
+            len(self.source),
+            seed=self.seed,
+            clips_per_video=self.clips_per_video,
+        )
+        clips = []
+        for video, rng in zip(videos, rngs):
+            num_frames = self.source.num_frames(video)
+            try:
+                frames = sample_clip(rng, num_frames, self.num_refs, self.frame_gaps, self.gap_probs)
+            except ValueError as e:
+                raise ValueError(f"video {video} is too short for a training clip: {e}") from e
+            clips.append(self.source.read(video, frames))
+        return {"frames": np.stack(clips), "video_id": videos}
+
+    def iterate(self, start_step: int) -> Iterator[Batch]:
+        """Batches of steps start_step, start_step + 1, ... (forever)."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = collections.deque(
+                pool.submit(self.load, s) for s in range(start_step, start_step + self.prefetch)
+            )
+            step = start_step + self.prefetch
+            while True:
+                batch = pending.popleft().result()
+                pending.append(pool.submit(self.load, step))
+                step += 1
+                yield batch

@@ -1,0 +1,58 @@
+"""Every config file loads, every variant has exactly the reference set of fields."""
+
+import glob
+import os
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import ytvos
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+VARIANTS = {"ytvos.py": [None, "debug"], "demo.py": [None, "debug"]}
+
+
+def flat_keys(config, prefix=""):
+    keys = set()
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            keys |= flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+REFERENCE_KEYS = flat_keys(ytvos.get_config())
+
+
+def test_every_config_file_has_listed_variants():
+    names = {os.path.basename(p) for p in CONFIG_FILES} - {"__init__.py"}
+    assert names == set(VARIANTS)
+
+
+@pytest.mark.parametrize("name,variant", [(n, v) for n, vs in VARIANTS.items() for v in vs])
+def test_config_loads_with_the_reference_keys(name, variant):
+    path = os.path.join(REPO, "configs", name) + (f":{variant}" if variant else "")
+    flag_values = flags.FlagValues()  # Parsed exactly as the command line does.
+    config_flags.DEFINE_config_file("config", flag_values=flag_values, lock_config=True)
+    flag_values(["train", f"--config={path}"])
+    config = flag_values.config
+    assert flat_keys(config) == REFERENCE_KEYS
+
+
+def test_unknown_variant_is_an_error():
+    with pytest.raises(ValueError, match="unknown variant"):
+        ytvos.get_config("tiny")
+
+
+def test_paper_hyper_parameters():
+    config = ytvos.get_config()
+    assert (config.batch_size, config.num_epochs, config.data.image_size) == (32, 20, 256)
+    assert (config.optim.lr, config.optim.b1, config.optim.b2, config.optim.weight_decay) == (1e-3, 0.9, 0.999, 1e-5)
+    assert config.optim.final_lr_fraction == 0.2
+    assert tuple(config.data.frame_gaps) == (2, 3, 5) and tuple(config.data.gap_probs) == (0.4, 0.4, 0.2)
+    assert tuple(config.model.encoder.stage_widths) == (64, 128, 256, 256) and config.model.encoder.embed_dim == 64
+    assert config.model.reconstruction.radius == 6 and config.model.reconstruction.temperature == 1.0
+    assert config.loss.loss_scale == 30.0 and config.loss.loss_channels == "dropped"

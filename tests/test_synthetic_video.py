@@ -1,0 +1,212 @@
+"""Tests for mer_jax.synthetic_video: shapes, determinism, exact flow, lighting and colour overlap."""
+
+import cv2
+import numpy as np
+import pytest
+
+from mer_jax.synthetic_video import SyntheticVideo, generate_video, generate_videos
+
+SIZE = dict(num_frames=10, height=64, width=64)
+
+
+def _warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Samples `image` [H, W, C] at x + flow [H, W, 2]; returns float32 [H, W, C].
+
+    Bicubic, because bilinear interpolation of the frames themselves already errs by ~2 grey levels on
+    high-contrast 8 px stripes, which would measure the interpolator rather than the flow.
+    """
+    rows, cols = np.mgrid[0 : flow.shape[0], 0 : flow.shape[1]].astype(np.float32)
+    return cv2.remap(
+        image.astype(np.float32),
+        cols + flow[..., 0],
+        rows + flow[..., 1],
+        cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def _interior(mask: np.ndarray, radius: int = 2) -> np.ndarray:
+    """True where every pixel within `radius` (square) has the same instance id."""
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.erode(mask, kernel) == cv2.dilate(mask, kernel)
+
+
+def _warp_errors(video: SyntheticVideo, gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compares frames[t] with frames[t - gap] warped by flow[t], on pixels whose surface is visible in both.
+
+    Returns:
+      Per compared pixel: the mean (over channels) abs error with the flow, the same with zero flow, and
+      the instance id. Pixels within 2 px of a mask boundary (in either frame) or leaving the frame are skipped.
+    """
+    num_frames, height, width = video.masks.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    flow_errors, zero_errors, ids = [], [], []
+    for t in range(gap, num_frames):
+        source = t - gap
+        target_x = np.rint(cols + video.flow[t, ..., 0]).astype(int)
+        target_y = np.rint(rows + video.flow[t, ..., 1]).astype(int)
+        in_frame = (target_x >= 2) & (target_x < width - 2) & (target_y >= 2) & (target_y < height - 2)
+        target_x, target_y = np.clip(target_x, 0, width - 1), np.clip(target_y, 0, height - 1)
+        valid = (
+            in_frame
+            & _interior(video.masks[t])
+            & _interior(video.masks[source])[target_y, target_x]
+            & (video.masks[t] == video.masks[source][target_y, target_x])
+        )
+        current = video.frames[t].astype(np.float32)
+        flow_errors.append(np.abs(_warp(video.frames[source], video.flow[t]) - current)[valid].mean(axis=-1))
+        zero_errors.append(np.abs(video.frames[source].astype(np.float32) - current)[valid].mean(axis=-1))
+        ids.append(video.masks[t][valid])
+    return np.concatenate(flow_errors), np.concatenate(zero_errors), np.concatenate(ids)
+
+
+def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Exact float64 bilinear sampling of a grey [H, W] image (cv2.remap rounds positions to 1/32 px)."""
+    x, y = np.clip(x, 0.0, image.shape[1] - 1.000001), np.clip(y, 0.0, image.shape[0] - 1.000001)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    top = image[y0, x0] * (1.0 - fx) + image[y0, x0 + 1] * fx
+    bottom = image[y0 + 1, x0] * (1.0 - fx) + image[y0 + 1, x0 + 1] * fx
+    return top * (1.0 - fy) + bottom * fy
+
+
+def _estimate_translation(previous: np.ndarray, current: np.ndarray, border: int = 4) -> np.ndarray:
+    """Gauss-Newton estimate of the constant d minimising |previous(x + d) - current(x)|^2 (grey images)."""
+    rows, cols = np.mgrid[0 : previous.shape[0], 0 : previous.shape[1]].astype(np.float64)
+    crop = (slice(border, -border), slice(border, -border))
+    displacement = np.zeros(2)
+    for _ in range(10):
+        warped = _bilinear(previous.astype(np.float64), cols + displacement[0], rows + displacement[1])
+        grad_y, grad_x = np.gradient(warped)
+        grad_x, grad_y, residual = grad_x[crop].ravel(), grad_y[crop].ravel(), (warped - current)[crop].ravel()
+        hessian = np.array([[grad_x @ grad_x, grad_x @ grad_y], [grad_x @ grad_y, grad_y @ grad_y]])
+        displacement -= np.linalg.solve(hessian, [grad_x @ residual, grad_y @ residual])
+    return displacement
+
+
+def test_shapes_and_dtypes():
+    video = generate_video(0, num_frames=5, height=48, width=40, num_objects=4)
+    assert isinstance(video, SyntheticVideo)
+    assert video.frames.shape == (5, 48, 40, 3) and video.frames.dtype == np.uint8
+    assert video.masks.shape == (5, 48, 40) and video.masks.dtype == np.uint8
+    assert video.flow.shape == (5, 48, 40, 2) and video.flow.dtype == np.float32
+    assert np.all(video.flow[0] == 0.0)
+    assert np.all(np.isfinite(video.flow))
+
+
+def test_tiny_video():
+    video = generate_video(3, num_frames=1, height=1, width=1, num_objects=2)
+    assert video.frames.shape == (1, 1, 1, 3) and np.all(video.flow == 0.0)
+
+
+def test_determinism():
+    first, second = generate_video(7, **SIZE), generate_video(7, **SIZE)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    other = generate_video(8, **SIZE)
+    assert np.abs(other.frames.astype(int) - first.frames).mean() > 5.0
+    assert not np.array_equal(other.masks, first.masks)
+
+
+def test_generate_videos_uses_distinct_derived_seeds():
+    videos = generate_videos(0, 3, **SIZE)
+    again = generate_videos(0, 3, **SIZE)
+    assert len(videos) == 3
+    for a, b in zip(videos, again):
+        np.testing.assert_array_equal(a.frames, b.frames)
+    assert not np.array_equal(videos[0].frames, videos[1].frames)
+    assert not np.array_equal(videos[1].frames, videos[2].frames)
+    assert not np.array_equal(generate_videos(1, 1, **SIZE)[0].frames, videos[0].frames)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_masks_ids_and_every_object_visible(seed):
+    video = generate_video(seed, num_frames=24, height=64, width=64, num_objects=3)
+    np.testing.assert_array_equal(np.unique(video.masks), [0, 1, 2, 3])
+    for frame_masks in video.masks:  # The background stays visible and objects do not fill the frame.
+        assert (frame_masks == 0).mean() > 0.2
+
+
+@pytest.mark.parametrize("seed", [0, 2, 5])
+def test_background_pan_flow_is_the_measured_translation(seed):
+    video = generate_video(seed, num_frames=8, height=64, width=64, num_objects=0, lighting=False)
+    assert np.all(video.masks == 0)
+    grey = video.frames.astype(np.float32).mean(axis=-1)
+    for t in range(1, 8):
+        flow = video.flow[t].reshape(-1, 2)
+        np.testing.assert_allclose(flow, np.broadcast_to(flow[0], flow.shape), atol=1e-4)  # Pure translation.
+        assert 0.02 < np.abs(flow[0]).max() < 1.5  # Slow, mostly sub-pixel pan.
+        np.testing.assert_allclose(_estimate_translation(grey[t - 1], grey[t]), flow[0], atol=0.03)
+    flow_errors, zero_errors, _ = _warp_errors(video, gap=1)
+    assert flow_errors.mean() < 1.0 and zero_errors.mean() > 2.0 * flow_errors.mean()
+
+
+@pytest.mark.parametrize("seed", [0, 3, 4, 7])
+@pytest.mark.parametrize("gap", [1, 2])
+def test_flow_with_objects_matches_frame_content(seed, gap):
+    video = generate_video(seed, **SIZE, num_objects=3, flow_gap=gap, lighting=False)
+    flow_errors, zero_errors, ids = _warp_errors(video, gap)
+    assert len(ids) > 0.5 * (SIZE["num_frames"] - gap) * SIZE["height"] * SIZE["width"]
+    assert flow_errors.mean() < 1.0
+    assert zero_errors.mean() > 2.5 * flow_errors.mean()
+    for instance in range(4):  # Each surface separately, so small objects are not drowned by the background.
+        assert (ids == instance).sum() > 100
+        assert flow_errors[ids == instance].mean() < 1.0
+
+
+def test_flow_gap_composes_from_single_steps_on_background():
+    single = generate_video(2, num_frames=6, height=32, width=32, num_objects=0, lighting=False)
+    double = generate_video(2, num_frames=6, height=32, width=32, num_objects=0, lighting=False, flow_gap=2)
+    np.testing.assert_allclose(double.flow[1], single.flow[1], atol=1e-5)  # Clamped to frame 0.
+    np.testing.assert_allclose(double.flow[2:], single.flow[2:] + single.flow[1:-1], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lighting_changes_brightness_only(seed):
+    lit = generate_video(seed, num_frames=24, height=48, width=48, num_objects=0, lighting=True)
+    unlit = generate_video(seed, num_frames=24, height=48, width=48, num_objects=0, lighting=False)
+
+    def relative_range(frames: np.ndarray) -> float:
+        means = frames.reshape(len(frames), -1).mean(axis=1)
+        return float((means.max() - means.min()) / means.mean())
+
+    assert relative_range(lit.frames) > 0.08
+    assert relative_range(unlit.frames) < 0.05
+    np.testing.assert_array_equal(lit.masks, unlit.masks)
+    np.testing.assert_array_equal(lit.flow, unlit.flow)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_object_and_background_colours_overlap(seed):
+    video = generate_video(seed, num_frames=8, height=64, width=64, num_objects=3, lighting=False)
+    objects = video.frames[video.masks > 0].astype(np.float32)
+    background = video.frames[video.masks == 0].astype(np.float32)
+    spread = np.maximum(objects.std(axis=0), background.std(axis=0))
+    assert np.all(np.abs(objects.mean(axis=0) - background.mean(axis=0)) < spread)
+    luminance_hists = [
+        np.histogram(pixels.mean(axis=1), bins=32, range=(0, 256))[0] / len(pixels) for pixels in (objects, background)
+    ]
+    assert np.minimum(*luminance_hists).sum() > 0.3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_frames=0, height=8, width=8),
+        dict(num_frames=2, height=0, width=8),
+        dict(num_frames=2, height=8, width=-1),
+        dict(num_frames=2, height=8, width=8, flow_gap=0),
+        dict(num_frames=2, height=8, width=8, num_objects=-1),
+        dict(num_frames=2, height=8, width=8, num_objects=256),
+    ],
+)
+def test_bad_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        generate_video(0, **kwargs)
+
+
+def test_bad_seed_or_count_raises():
+    with pytest.raises(ValueError):
+        generate_video(-1, **SIZE)
+    with pytest.raises(ValueError):
+        generate_videos(0, -1, **SIZE)

@@ -1,0 +1,166 @@
+"""End-to-end training on the debug config: checkpoints, resume equality, device-count
+equality, TensorBoard scalars, clear errors, and the export round trip."""
+
+import glob
+import os
+import struct
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from tensorboardX.proto import event_pb2
+
+from configs import demo, ytvos
+from mer_jax import export, sharding, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read_scalars(workdir):
+    """{tag: {step: value}} from the TensorBoard event files in workdir (TFRecord framing)."""
+    scalars = {}
+    for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+        with open(path, "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def debug_config(**overrides):
+    config = demo.get_config("debug")
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def params_of(state):
+    return jax.tree.map(np.asarray, state.params)
+
+
+def assert_trees_close(a, b, rtol, atol):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+def test_training_writes_checkpoints_scalars_and_config(tmp_path):
+    state = train.train_and_evaluate(debug_config(), str(tmp_path))
+    assert int(state.step) == 4
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+    scalars = read_scalars(str(tmp_path))
+    assert {"loss", "lr", "step_time_s", "grad_norm", "clips_per_s"} <= set(scalars)
+    assert sorted(scalars["loss"]) == [2, 4]
+    assert all(np.isfinite(v) for v in scalars["loss"].values())
+    np.testing.assert_allclose(scalars["lr"][2], 1e-3 * (0.2 + 0.8 * 0.5 * (1 + np.cos(np.pi * 1 / 4))), rtol=1e-5)
+    assert (tmp_path / "config.json").exists()
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path):
+    config = debug_config(num_train_steps=6)
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+    # "Killed" after step 5 completed: the step-4 checkpoint is the latest on disk.
+    killed = train.train_and_evaluate(config, str(tmp_path / "b"), stop_at_step=5)
+    assert int(killed.step) == 5
+    assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["2", "4"]
+    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    assert int(resumed.step) == 6
+    assert_trees_close(params_of(resumed), params_of(uninterrupted), rtol=1e-6, atol=1e-7)
+    different_seed = train.train_and_evaluate(debug_config(num_train_steps=6, seed=1), str(tmp_path / "c"))
+    with pytest.raises(AssertionError):
+        assert_trees_close(params_of(different_seed), params_of(uninterrupted), rtol=1e-6, atol=1e-7)
+
+
+def test_one_and_two_devices_give_the_same_loss_curve(tmp_path):
+    assert len(jax.devices()) >= 2, "tests/conftest.py should provide 2 host devices"
+    config = debug_config()
+    config.model.encoder.bn_mode = "batch"  # Batch statistics must be global, not per device.
+    one = train.train_and_evaluate(config, str(tmp_path / "one"), mesh=sharding.make_mesh(jax.devices()[:1]))
+    two = train.train_and_evaluate(config, str(tmp_path / "two"), mesh=sharding.make_mesh(jax.devices()[:2]))
+    loss_one, loss_two = read_scalars(str(tmp_path / "one"))["loss"], read_scalars(str(tmp_path / "two"))["loss"]
+    np.testing.assert_allclose([loss_two[s] for s in (2, 4)], [loss_one[s] for s in (2, 4)], rtol=1e-5)
+    assert_trees_close(params_of(two), params_of(one), rtol=1e-4, atol=1e-6)
+    assert_trees_close(jax.tree.map(np.asarray, two.batch_stats), jax.tree.map(np.asarray, one.batch_stats), 1e-4, 1e-6)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="batch_size=3 is not divisible by the 2 devices"):
+        train.train_and_evaluate(debug_config(batch_size=3), str(tmp_path), mesh=sharding.make_mesh(jax.devices()[:2]))
+
+
+def test_missing_ytvos_data_names_location_and_command(tmp_path):
+    config = ytvos.get_config()
+    config.data.data_dir = str(tmp_path / "tfds")
+    with pytest.raises(FileNotFoundError) as error:
+        train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert str(tmp_path / "tfds" / "ytvos") in str(error.value)
+    assert "python -m data_prep.build --dataset=ytvos" in str(error.value)
+
+
+def test_non_finite_loss_stops_naming_the_step(tmp_path):
+    config = debug_config()
+    config.loss.loss_scale = float("nan")
+    with pytest.raises(FloatingPointError, match="Non-finite loss .* at step 0"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_paper_config_train_step_traces_at_full_size():
+    config = ytvos.get_config()
+    model, init_fn, schedule = train.train_state.make_initializer(config, total_steps=10)
+    state = jax.eval_shape(init_fn)
+    frames = jax.ShapeDtypeStruct((config.batch_size, config.data.num_refs + 1, 256, 256, 3), np.uint8)
+    step = lambda s, b: train.train_step(s, b, loss_fn=train.make_loss_fn(config, model), schedule=schedule)  # noqa: E731
+    new_state, metrics = jax.eval_shape(step, state, {"frames": frames})
+    assert jax.tree.map(lambda x: x.shape, new_state.params) == jax.tree.map(lambda x: x.shape, state.params)
+    assert metrics.loss.total.shape == ()
+
+
+def test_command_line_train_override_and_export(tmp_path):
+    workdir, exported = tmp_path / "work", tmp_path / "export"
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mer_jax.train",
+            "--config=configs/demo.py:debug",
+            f"--workdir={workdir}",
+            "--config.optim.lr=3e-4",
+            "--config.num_train_steps=2",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert '"lr": 0.0003' in (workdir / "config.json").read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "mer_jax.export", f"--workdir={workdir}", f"--output={exported}"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "Exported step 2" in result.stdout
+    loaded = export.load_exported(str(exported))
+    assert "opt_state" not in loaded.variables and set(loaded.variables) == {"params", "batch_stats"}
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 32, 40, 3), dtype=np.uint8)
+    features = export.embed(loaded, frames)
+    assert features.shape == (2, 8, 10, loaded.config.model.encoder.embed_dim)
+    # The same weights through the training code path give the same features.
+    state = train.train_and_evaluate(loaded.config, str(workdir))  # already finished: restores only
+    direct = loaded.model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        train.mer.color.uint8_rgb_to_normalized_lab(frames, (50.0, 0.0, 0.0), (50.0, 127.0, 127.0))[:, None],
+    )[:, 0]
+    np.testing.assert_allclose(np.asarray(features), np.asarray(direct), rtol=1e-6, atol=1e-6)
+    with pytest.raises(FileExistsError):
+        export.export(str(workdir), str(exported))
