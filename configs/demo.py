@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.encoder.stem_width = 16
     config.model.encoder.stage_widths = (16, 32, 64, 64)
     config.model.reconstruction.radius = 4
+    config.eval.run_at_end = True
     if arg == "debug":
         ytvos.shrink_for_tests(config)
     elif arg:

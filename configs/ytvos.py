@@ -8,6 +8,8 @@ Variants: `configs/ytvos.py:debug` is a tiny version for tests (seconds on a CPU
 
 import ml_collections
 
+from configs import davis
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -61,6 +63,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.weight_decay = 1e-5
     config.optim.final_lr_fraction = 0.2
 
+    # Label propagation on held-out procedural videos after training (the demo turns it on).
+    config.eval = ml_collections.ConfigDict()
+    config.eval.run_at_end = False
+    config.eval.num_videos = 8
+    config.eval.num_frames = 24
+    config.eval.num_objects = 3
+    config.eval.seed = 1_000_003  # Held out: training videos come from config.seed.
+    config.eval.preset = "crw"
+    config.eval.presets = davis.propagation_presets()
+    config.eval.lab_temperature = 0.05
+
     if arg == "debug":
         shrink_for_tests(config)
     elif arg:
@@ -85,3 +98,7 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> None:
     config.model.encoder.stage_widths = (8, 8, 16, 16)
     config.model.reconstruction.radius = 2
     config.model.reconstruction.tile = 4
+    config.eval.run_at_end = False
+    config.eval.num_videos = 2
+    config.eval.num_frames = 6
+    config.eval.num_objects = 2

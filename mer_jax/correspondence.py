@@ -16,30 +16,31 @@ import jax.numpy as jnp
 import numpy as np
 
 REF_FUSIONS = ("joint", "median")
+WINDOWS = ("square", "disk")
 _MASKED_LOGIT = -1e30
 
 
-def _num_tiles(size: int, tile: int) -> int:
+def num_tiles(size: int, tile: int) -> int:
     return -(-size // tile)
 
 
-def _tile_queries(x: jax.Array, tile: int) -> jax.Array:
+def tile_queries(x: jax.Array, tile: int) -> jax.Array:
     """[B, H, W, D] -> [B, nTy, nTx, tile*tile, D] (zero-padded to whole tiles)."""
     b, h, w, d = x.shape
-    ny, nx = _num_tiles(h, tile), _num_tiles(w, tile)
+    ny, nx = num_tiles(h, tile), num_tiles(w, tile)
     x = jnp.pad(x, ((0, 0), (0, ny * tile - h), (0, nx * tile - w), (0, 0)))
     x = x.reshape(b, ny, tile, nx, tile, d).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, ny, nx, tile * tile, d)
 
 
-def _untile_queries(x: jax.Array, height: int, width: int, tile: int) -> jax.Array:
-    """Inverse of `_tile_queries`: [B, nTy, nTx, tile*tile, D] -> [B, H, W, D]."""
+def untile_queries(x: jax.Array, height: int, width: int, tile: int) -> jax.Array:
+    """Inverse of `tile_queries`: [B, nTy, nTx, tile*tile, D] -> [B, H, W, D]."""
     b, ny, nx, _, d = x.shape
     x = x.reshape(b, ny, nx, tile, tile, d).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, ny * tile, nx * tile, d)[:, :height, :width]
 
 
-def _reference_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
+def reference_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
     """Cuts the reference region each query tile can see.
 
     Args:
@@ -49,7 +50,7 @@ def _reference_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
       [B, nTy, nTx, R, S*S, D] with S = tile + 2 radius; rows/cols outside the image are zeros.
     """
     b, r, h, w, d = x.shape
-    ny, nx = _num_tiles(h, tile), _num_tiles(w, tile)
+    ny, nx = num_tiles(h, tile), num_tiles(w, tile)
     span = tile + 2 * radius
     x = jnp.pad(x, ((0, 0), (0, 0), (radius, radius + ny * tile - h), (radius, radius + nx * tile - w), (0, 0)))
     rows = np.arange(ny)[:, None] * tile + np.arange(span)[None, :]  # [nTy, S]
@@ -59,23 +60,34 @@ def _reference_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
     return x.reshape(b, ny, nx, r, span * span, d)
 
 
-def _window_geometry(height: int, width: int, radius: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
-    """Static geometry of the tiled windows.
+def window_distance(radius: int, tile: int, window: str = "square") -> np.ndarray:
+    """Distance between each query of a tile and each key of its window, [tile^2, S^2] float32.
 
-    Returns:
-      distance: [tile*tile, S*S] int32 Chebyshev distance between query and key positions.
-      inside: [nTy, nTx, S*S] bool, whether the key position lies inside the H x W image.
+    'square': Chebyshev distance (a key is in the window when it is <= radius);
+    'disk': Euclidean distance plus a hair, so that `<= radius` keeps exactly the keys at
+    Euclidean distance < radius (the CRW convention).
     """
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
     span = tile + 2 * radius
-    q = np.arange(tile)
+    d = (np.arange(span) - radius)[None, :] - np.arange(tile)[:, None]  # [tile, S]
+    dy, dx = d[:, None, :, None], d[None, :, None, :]
+    if window == "square":
+        distance = np.maximum(np.abs(dy), np.abs(dx)).astype(np.float32)
+    else:
+        distance = np.sqrt(dy**2 + dx**2).astype(np.float32) + 1e-3
+    return distance.reshape(tile * tile, span * span)
+
+
+def inside_image(height: int, width: int, radius: int, tile: int) -> np.ndarray:
+    """[nTy, nTx, S^2] bool: whether each window key of each tile lies inside the image."""
+    span = tile + 2 * radius
     k = np.arange(span) - radius
-    d = np.abs(k[None, :] - q[:, None])  # [tile, S]
-    distance = np.maximum(d[:, None, :, None], d[None, :, None, :]).reshape(tile * tile, span * span)
-    ny, nx = _num_tiles(height, tile), _num_tiles(width, tile)
-    row_in = (np.arange(ny)[:, None] * tile + k[None, :] >= 0) & (np.arange(ny)[:, None] * tile + k[None, :] < height)
-    col_in = (np.arange(nx)[:, None] * tile + k[None, :] >= 0) & (np.arange(nx)[:, None] * tile + k[None, :] < width)
-    inside = (row_in[:, None, :, None] & col_in[None, :, None, :]).reshape(ny, nx, span * span)
-    return distance.astype(np.int32), inside
+    rows = np.arange(num_tiles(height, tile))[:, None] * tile + k[None, :]
+    cols = np.arange(num_tiles(width, tile))[:, None] * tile + k[None, :]
+    row_in, col_in = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+    inside = row_in[:, None, :, None] & col_in[None, :, None, :]
+    return inside.reshape(row_in.shape[0], col_in.shape[0], span * span)
 
 
 def local_reconstruct(
@@ -118,16 +130,16 @@ def local_reconstruct(
         raise ValueError(f"keys {keys.shape} and values {values.shape} must share [B, R, H, W]")
     b, h, w, _ = query.shape
     num_refs = keys.shape[1]
-    distance, inside = _window_geometry(h, w, radius, tile)
-    q = _tile_queries(query, tile)  # [B, nTy, nTx, Q, C]
-    k = _reference_windows(keys, radius, tile)  # [B, nTy, nTx, R, K, C]
-    v = _reference_windows(values, radius, tile)  # [B, nTy, nTx, R, K, V]
+    distance, inside = window_distance(radius, tile), inside_image(h, w, radius, tile)
+    q = tile_queries(query, tile)  # [B, nTy, nTx, Q, C]
+    k = reference_windows(keys, radius, tile)  # [B, nTy, nTx, R, K, C]
+    v = reference_windows(values, radius, tile)  # [B, nTy, nTx, R, K, V]
     logits = jnp.einsum("byxqc,byxrkc->byxqrk", q, k) / temperature
     if pixel_radius is None:
         allowed = jnp.asarray((distance <= radius)[None, None] & inside[:, :, None, :])
         allowed = allowed[None, :, :, :, None, :]  # [1, nTy, nTx, Q, 1, K]
     else:
-        r_tiles = _tile_queries(jnp.minimum(pixel_radius, radius)[..., None], tile)  # [B, nTy, nTx, Q, 1]
+        r_tiles = tile_queries(jnp.minimum(pixel_radius, radius)[..., None], tile)  # [B, nTy, nTx, Q, 1]
         allowed = (distance[None, None, None] <= r_tiles) & inside[None, :, :, None, :]
         allowed = allowed[:, :, :, :, None, :]
     logits = jnp.where(allowed, logits, _MASKED_LOGIT)
@@ -138,4 +150,4 @@ def local_reconstruct(
         weights = jax.nn.softmax(logits, axis=-1)
         per_ref = jnp.einsum("byxqrk,byxrkv->byxqrv", weights, v)
         out = jnp.median(per_ref, axis=-2) if num_refs > 1 else per_ref[..., 0, :]
-    return _untile_queries(out, h, w, tile)
+    return untile_queries(out, h, w, tile)

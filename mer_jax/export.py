@@ -26,6 +26,28 @@ class ExportedModel(NamedTuple):
     config: ml_collections.ConfigDict
 
 
+def restore_variables(workdir: str) -> tuple[dict, ml_collections.ConfigDict, int]:
+    """The model variables of the latest checkpoint of a training workdir.
+
+    Returns:
+      ({'params': ..., 'batch_stats': ...}, the run's config, the checkpoint's step).
+
+    Raises:
+      FileNotFoundError: `workdir` has no config.json or no checkpoint.
+    """
+    config = checkpointing.load_config(workdir)
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
+    step = checkpointer.latest_step()
+    if step is None:
+        checkpointer.close()
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first")
+    _, init_fn, _ = train_state.make_initializer(config, total_steps=1)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state = checkpointer.restore_or_init(init_fn, checkpointing.with_sharding(jax.eval_shape(init_fn), device))
+    checkpointer.close()
+    return {"params": state.params, "batch_stats": state.batch_stats}, config, step
+
+
 def export(workdir: str, output: str) -> int:
     """Writes the latest checkpoint's model variables and the config of `workdir` to `output`.
 
@@ -36,20 +58,10 @@ def export(workdir: str, output: str) -> int:
       FileNotFoundError: `workdir` has no config or checkpoint; FileExistsError: `output` exists.
     """
     workdir, output = os.path.abspath(os.path.expanduser(workdir)), os.path.abspath(os.path.expanduser(output))
-    config = checkpointing.load_config(workdir)
     if os.path.exists(os.path.join(output, VARIABLES_DIR)):
         raise FileExistsError(f"{output}/{VARIABLES_DIR} already exists; choose a new --output")
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first")
-    _, init_fn, _ = train_state.make_initializer(config, total_steps=1)
-    abstract = checkpointing.with_sharding(jax.eval_shape(init_fn), jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-    state = checkpointer.restore_or_init(init_fn, abstract)
-    checkpointer.close()
-    checkpointing.save_tree(
-        os.path.join(output, VARIABLES_DIR), {"params": state.params, "batch_stats": state.batch_stats}
-    )
+    variables, config, step = restore_variables(workdir)
+    checkpointing.save_tree(os.path.join(output, VARIABLES_DIR), variables)
     checkpointing.save_config(output, config)
     return step
 
@@ -59,6 +71,20 @@ def load_exported(path: str) -> ExportedModel:
     config = checkpointing.load_config(path)
     variables = checkpointing.load_tree(os.path.join(os.path.abspath(path), VARIABLES_DIR))
     return ExportedModel(mer.MER(encoder=dict(config.model.encoder)), variables, config)
+
+
+def load_for_inference(path: str) -> ExportedModel:
+    """An export directory, or the latest checkpoint of a training workdir, ready for `embed`."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(os.path.join(path, VARIABLES_DIR)):
+        return load_exported(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        variables, config, _ = restore_variables(path)
+        return ExportedModel(mer.MER(encoder=dict(config.model.encoder)), variables, config)
+    raise FileNotFoundError(
+        f"{path} is neither an export (no {VARIABLES_DIR}/) nor a training workdir (no checkpoints/); "
+        "pass --config.checkpoint=DIR of `python -m mer_jax.train` or `python -m mer_jax.export`"
+    )
 
 
 def embed(exported: ExportedModel, frames: jax.Array) -> jax.Array:

@@ -7,11 +7,18 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import ytvos
+from configs import davis, ytvos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
-VARIANTS = {"ytvos.py": [None, "debug"], "demo.py": [None, "debug"]}
+VARIANTS = {
+    "ytvos.py": [None, "debug"],
+    "demo.py": [None, "debug"],
+    "davis.py": [None, "debug"],
+    "jhmdb.py": [None],
+    "ytvos_val.py": [None],
+}
+TRAINING = {"ytvos.py", "demo.py"}
 
 
 def flat_keys(config, prefix=""):
@@ -25,6 +32,7 @@ def flat_keys(config, prefix=""):
 
 
 REFERENCE_KEYS = flat_keys(ytvos.get_config())
+EVALUATION_KEYS = flat_keys(davis.base_config())
 
 
 def test_every_config_file_has_listed_variants():
@@ -39,7 +47,7 @@ def test_config_loads_with_the_reference_keys(name, variant):
     config_flags.DEFINE_config_file("config", flag_values=flag_values, lock_config=True)
     flag_values(["train", f"--config={path}"])
     config = flag_values.config
-    assert flat_keys(config) == REFERENCE_KEYS
+    assert flat_keys(config) == (REFERENCE_KEYS if name in TRAINING else EVALUATION_KEYS)
 
 
 def test_unknown_variant_is_an_error():
@@ -56,3 +64,18 @@ def test_paper_hyper_parameters():
     assert tuple(config.model.encoder.stage_widths) == (64, 128, 256, 256) and config.model.encoder.embed_dim == 64
     assert config.model.reconstruction.radius == 6 and config.model.reconstruction.temperature == 1.0
     assert config.loss.loss_scale == 30.0 and config.loss.loss_channels == "dropped"
+
+
+def test_propagation_presets_of_the_spec():
+    presets = davis.propagation_presets()
+    mer, crw = presets.mer, presets.crw
+    assert (mer.radius, mer.temperature, mer.topk, mer.normalize) == (14, 1.0, 0, False)
+    assert (tuple(mer.long_term), mer.short_term, mer.short_term_search) == ((0, 5, 10), 3, 8)
+    assert (mer.compactness_topk, mer.compactness_sigma, mer.compactness_min_prob, mer.foreground_scale) == (
+        2,
+        1.0,
+        0.1,
+        1.15,
+    )
+    assert (crw.radius, crw.temperature, crw.topk, crw.crw_context, crw.normalize) == (12, 0.05, 10, 20, True)
+    assert davis.base_config().lab_temperature == 0.05

@@ -30,8 +30,15 @@ class FakeSource:
 
 def loader(source, **overrides):
     kwargs = dict(
-        global_batch=4, process_index=0, process_count=1, seed=0, num_refs=2, frame_gaps=(2, 3, 5),
-        gap_probs=(0.4, 0.4, 0.2), clips_per_video=1, prefetch=2,
+        global_batch=4,
+        process_index=0,
+        process_count=1,
+        seed=0,
+        num_refs=2,
+        frame_gaps=(2, 3, 5),
+        gap_probs=(0.4, 0.4, 0.2),
+        clips_per_video=1,
+        prefetch=2,
     )
     kwargs.update(overrides)
     return input_pipeline.ClipLoader(source, **kwargs)

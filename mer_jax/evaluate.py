@@ -1,0 +1,59 @@
+"""Evaluation by label propagation: `python -m mer_jax.evaluate --config=configs/davis.py ...`.
+
+Picks the benchmark's evaluator (`config.benchmark`), the encoder (`config.encoder`: the
+trained model at `config.checkpoint`, or raw Lab pixels) and the propagation preset
+(`config.preset`, every number in `config.presets`), and writes results under `config.output`.
+"""
+
+import os
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from mer_jax.evaluation import davis, features, jhmdb, propagation, ytvos
+
+EVALUATORS = {"davis": davis.Evaluator, "jhmdb": jhmdb.Evaluator, "ytvos": ytvos.Evaluator}
+
+
+def make_preset(fields: ml_collections.ConfigDict, encoder: str, lab_temperature: float) -> propagation.Preset:
+    """The propagation protocol; the lab encoder always uses L2-normalised features at
+    `lab_temperature` (an unnormalised dot product of Lab pixels is nearly uniform)."""
+    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in fields.items()}
+    if encoder == "lab":
+        values.update(normalize=True, temperature=lab_temperature)
+    return propagation.Preset(**values)
+
+
+def output_dir(config: ml_collections.ConfigDict) -> str:
+    """config.output, or <checkpoint or .>/eval_<benchmark>_<encoder>_<preset>."""
+    if config.output:
+        return os.path.abspath(os.path.expanduser(config.output))
+    base = os.path.expanduser(config.checkpoint) if config.encoder == "trained" and config.checkpoint else "."
+    return os.path.abspath(os.path.join(base, f"eval_{config.benchmark}_{config.encoder}_{config.preset}"))
+
+
+def evaluate(config: ml_collections.ConfigDict) -> dict:
+    """Runs the configured benchmark and returns its summary numbers."""
+    if config.benchmark not in EVALUATORS:
+        raise ValueError(f"benchmark must be one of {sorted(EVALUATORS)}, got {config.benchmark!r}")
+    if config.preset not in config.presets:
+        raise ValueError(f"preset must be one of {sorted(config.presets)}, got {config.preset!r}")
+    evaluator = EVALUATORS[config.benchmark](config)  # Checks the data before loading a model.
+    encoder = features.make_encoder(
+        config.encoder, config.checkpoint, batch=config.feature_batch, lab_mean=config.lab_mean, lab_std=config.lab_std
+    )
+    preset = make_preset(config.presets[config.preset], config.encoder, config.lab_temperature)
+    return evaluator.run(encoder, preset, output_dir(config))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    evaluate(flags.FLAGS.config)
+
+
+if __name__ == "__main__":
+    config_flags.DEFINE_config_file("config", None, "Evaluation config file.", lock_config=True)
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

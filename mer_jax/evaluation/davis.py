@@ -1,0 +1,364 @@
+"""DAVIS semi-supervised benchmark: reading the data set and results, scoring, reports and the CLI.
+
+Owns the DAVIS-2016/2017 side of evaluation: the sequence lists, ground-truth and result masks on
+disk, the object-weighted global numbers and their reports (the official toolkit's table,
+`global_results-<set>.csv`, `per-sequence_results-<set>.csv`, and a full-precision JSON). The numbers
+equal those of the official `davis2017-evaluation` toolkit on the same folders; the per-frame maths
+live in `davis_metrics.py`.
+
+    python -m mer_jax.evaluation.davis --davis_root=PATH/DAVIS --results=DIR [--year=2017] [--set=val] \\
+        [--json=PATH]
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import warnings
+
+import numpy as np
+import tqdm
+
+from mer_jax.evaluation import davis_metrics, frames_io, masks_io, overlays, propagation
+
+GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+OBJECT_KEYS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+YEARS = ("2016", "2017")
+_VOID_ID = 255
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """Benchmark scores.
+
+    Attributes:
+        global_scores: GLOBAL_KEYS -> mean over all objects of the per-object numbers (J&F-Mean is
+            (J-Mean + F-Mean) / 2).
+        per_object: "<sequence>_<object id>" -> OBJECT_KEYS -> number, in sequence-list order.
+    """
+
+    global_scores: dict[str, float]
+    per_object: dict[str, dict[str, float]]
+
+    def as_dict(self) -> dict:
+        """The JSON report: the global numbers and "per_object" (NaN as None, to stay valid JSON)."""
+
+        def clean(value: float) -> float | None:
+            return None if math.isnan(value) else value
+
+        report: dict = {key: clean(self.global_scores[key]) for key in GLOBAL_KEYS}
+        report["per_object"] = {
+            name: {key: clean(values[key]) for key in OBJECT_KEYS} for name, values in self.per_object.items()
+        }
+        return report
+
+
+def read_sequence_list(davis_root: str | pathlib.Path, year: str, subset: str) -> list[str]:
+    """Sequence names of a split, from `ImageSets/<year>/<subset>.txt` (one a line).
+
+    Args:
+        davis_root: the `DAVIS` folder.
+        year: "2016" or "2017".
+        subset: split name, e.g. "val".
+
+    Returns:
+        Sequence names in file order.
+    """
+    path = pathlib.Path(davis_root) / "ImageSets" / year / f"{subset}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"Sequence list not found: {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_ground_truth(
+    davis_root: str | pathlib.Path, sequence: str, year: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Ground-truth ids of every annotated frame of a sequence.
+
+    2017 masks are palette PNGs with ids 0..N and 255 for void; void pixels become background (0),
+    as the official toolkit scores them. 2016 masks are grey 0/255 with one object: id = (value > 0).
+
+    Args:
+        davis_root: the `DAVIS` folder.
+        sequence: sequence name.
+        year: "2016" or "2017".
+
+    Returns:
+        ids: [T, H, W] uint8 object ids.
+        void: [T, H, W] bool void pixels (all False for 2016).
+        frame_names: the T frame names (PNG stems), sorted.
+    """
+    folder = pathlib.Path(davis_root) / "Annotations" / "480p" / sequence
+    paths = sorted(folder.glob("*.png"))
+    if not paths:
+        raise FileNotFoundError(f"No annotation PNGs for sequence {sequence!r} in {folder}")
+    raw = [masks_io.read_mask(path) for path in paths]
+    for path, mask in zip(paths, raw):
+        if mask.shape != raw[0].shape:
+            raise ValueError(f"Annotation {path} is {mask.shape}, but {paths[0]} is {raw[0].shape}")
+    raw = np.stack(raw)
+    if year == "2016":
+        ids, void = (raw > 0).astype(np.uint8), np.zeros(raw.shape, dtype=bool)
+    else:
+        void = raw == _VOID_ID
+        ids = np.where(void, 0, raw).astype(np.uint8)
+    return ids, void, [path.stem for path in paths]
+
+
+def read_results(
+    results_dir: str | pathlib.Path,
+    sequence: str,
+    frame_names: list[str],
+    shape: tuple[int, int],
+    binary: bool = False,
+) -> np.ndarray:
+    """Result ids of the given frames, `<results_dir>/<sequence>/<frame>.png`.
+
+    Args:
+        results_dir: results folder.
+        sequence: sequence name.
+        frame_names: frames to read.
+        shape: (H, W) every result must have (that of the annotations).
+        binary: binarise the ids (> 0), for single-object DAVIS-2016 scoring.
+
+    Returns:
+        [len(frame_names), H, W] uint8 ids.
+
+    Raises:
+        FileNotFoundError: if the sequence folder or a frame is missing.
+        ValueError: if a frame is unreadable, not a palette/grey mask, or of another size.
+    """
+    folder = pathlib.Path(results_dir) / sequence
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No results for sequence {sequence!r}: {folder} is not a folder")
+    ids = np.zeros((len(frame_names), *shape), dtype=np.uint8)
+    for t, name in enumerate(frame_names):
+        path = folder / f"{name}.png"
+        mask = masks_io.read_mask(path)
+        if mask.shape != tuple(shape):
+            raise ValueError(
+                f"Result {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but the annotation is {shape[1]}x{shape[0]}"
+            )
+        ids[t] = mask > 0 if binary else mask
+    return ids
+
+
+def _mean_over_objects(values: list[float]) -> float:
+    # A plain mean as the official toolkit takes: an undefined object (NaN) makes the global NaN.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        return float(np.mean(values))
+
+
+def score(
+    davis_root: str | pathlib.Path,
+    results_dir: str | pathlib.Path,
+    year: str = "2017",
+    subset: str = "val",
+    sequences: list[str] | None = None,
+) -> Scores:
+    """Scores a results folder on a DAVIS split, as the official semi-supervised evaluation.
+
+    Per sequence: N = the largest id in the first annotation; every frame but the first and the last
+    is scored (only those result PNGs are read, so the first and last may be absent); void pixels
+    count as background. Global numbers are means over all objects.
+
+    Args:
+        davis_root: the `DAVIS` folder.
+        results_dir: folder of `<sequence>/<frame>.png` results.
+        year: "2016" (grey single-object masks) or "2017" (palette multi-object masks).
+        subset: split name, e.g. "val".
+        sequences: score only these sequences of the split (default: all of them).
+
+    Returns:
+        The global and per-object scores.
+    """
+    if year not in YEARS:
+        raise ValueError(f"year must be one of {YEARS}, got {year!r}")
+    per_object = {}
+    for sequence in tqdm.tqdm(
+        sequences or read_sequence_list(davis_root, year, subset), desc="DAVIS sequences", unit="seq"
+    ):
+        gt_ids, _, frame_names = read_ground_truth(davis_root, sequence, year)
+        num_objects = int(gt_ids[0].max())
+        pred_ids = np.zeros_like(gt_ids)
+        pred_ids[1:-1] = read_results(results_dir, sequence, frame_names[1:-1], gt_ids.shape[1:], binary=year == "2016")
+        # The official semi-supervised scoring passes no void mask: void pixels are plain background.
+        frames = davis_metrics.evaluate_sequence(gt_ids, pred_ids, None, num_objects, name=sequence)
+        for k in range(num_objects):
+            j_stats = davis_metrics.statistics(frames["J"][k])
+            f_stats = davis_metrics.statistics(frames["F"][k])
+            per_object[f"{sequence}_{k + 1}"] = dict(zip(OBJECT_KEYS, j_stats + f_stats))
+    global_scores = {key: _mean_over_objects([obj[key] for obj in per_object.values()]) for key in OBJECT_KEYS}
+    global_scores["J&F-Mean"] = (global_scores["J-Mean"] + global_scores["F-Mean"]) / 2
+    return Scores({key: global_scores[key] for key in GLOBAL_KEYS}, per_object)
+
+
+def _csv_number(value: float) -> str:
+    # pandas `to_csv(float_format="%.3f")` as the official toolkit writes: NaN is an empty field.
+    return "" if math.isnan(value) else f"{value:.3f}"
+
+
+def write_csvs(scores: Scores, results_dir: str | pathlib.Path, subset: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """Writes the official `global_results-<subset>.csv` and `per-sequence_results-<subset>.csv`.
+
+    Args:
+        scores: benchmark scores.
+        results_dir: folder to write into.
+        subset: split name in the file names.
+
+    Returns:
+        Paths of the global and the per-sequence CSV.
+    """
+    results_dir = pathlib.Path(results_dir)
+    global_path = results_dir / f"global_results-{subset}.csv"
+    per_sequence_path = results_dir / f"per-sequence_results-{subset}.csv"
+    global_row = ",".join(_csv_number(scores.global_scores[key]) for key in GLOBAL_KEYS)
+    global_path.write_text(",".join(GLOBAL_KEYS) + "\n" + global_row + "\n")
+    rows = [
+        f"{name},{_csv_number(values['J-Mean'])},{_csv_number(values['F-Mean'])}"
+        for name, values in scores.per_object.items()
+    ]
+    per_sequence_path.write_text("\n".join(["Sequence,J-Mean,F-Mean", *rows]) + "\n")
+    return global_path, per_sequence_path
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in [header, *rows])
+
+
+def format_table(scores: Scores, subset: str = "val") -> str:
+    """The official console report: the global table, then the per-object (J-Mean, F-Mean) table.
+
+    Args:
+        scores: benchmark scores.
+        subset: split name for the titles.
+
+    Returns:
+        The report text.
+    """
+    global_table = _table(list(GLOBAL_KEYS), [[f"{scores.global_scores[key]:.6f}" for key in GLOBAL_KEYS]])
+    per_sequence_table = _table(
+        ["Sequence", "J-Mean", "F-Mean"],
+        [[name, f"{values['J-Mean']:.6f}", f"{values['F-Mean']:.6f}"] for name, values in scores.per_object.items()],
+    )
+    return (
+        f"--------------------------- Global results for {subset} ---------------------------\n"
+        f"{global_table}\n\n"
+        f"---------- Per sequence results for {subset} ----------\n"
+        f"{per_sequence_table}"
+    )
+
+
+def main(
+    davis_root: str | pathlib.Path,
+    results_dir: str | pathlib.Path,
+    year: str = "2017",
+    subset: str = "val",
+    json_path: str | pathlib.Path | None = None,
+) -> Scores:
+    """Scores a results folder, prints the report and writes the CSVs (and the JSON if asked).
+
+    Args:
+        davis_root: the `DAVIS` folder.
+        results_dir: results folder; the CSVs are written into it.
+        year: "2016" or "2017".
+        subset: split name.
+        json_path: where to write the full-precision JSON report, or None.
+
+    Returns:
+        The scores.
+    """
+    scores = score(davis_root, results_dir, year, subset)
+    global_path, per_sequence_path = write_csvs(scores, results_dir, subset)
+    print(format_table(scores, subset))
+    print(f"\nGlobal results saved in {global_path}\nPer-sequence results saved in {per_sequence_path}")
+    if json_path is not None:
+        json_path = pathlib.Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(scores.as_dict(), indent=2))
+        print(f"JSON results saved in {json_path}")
+    return scores
+
+
+class Evaluator:
+    """Propagates each sequence's first-frame annotation and scores the written results.
+
+    Results are palette PNGs `<output>/<sequence>/<frame>.png` with the annotation's size and
+    palette (frame 0 is the given annotation), so the official toolkit reads them unchanged.
+    """
+
+    def __init__(self, config):
+        if not config.davis_root:
+            raise ValueError(
+                "set --config.davis_root=PATH (the DAVIS folder with JPEGImages/, Annotations/, ImageSets/)"
+            )
+        if config.year not in YEARS:
+            raise ValueError(f"year must be one of {YEARS}, got {config.year!r}")
+        self.root = pathlib.Path(config.davis_root).expanduser()
+        self.year, self.subset = config.year, config.subset
+        self.sequences = read_sequence_list(self.root, self.year, self.subset)
+        if config.sequences:
+            wanted = config.sequences.split(",")
+            unknown = sorted(set(wanted) - set(self.sequences))
+            if unknown:
+                raise ValueError(f"sequences {unknown} are not in ImageSets/{self.year}/{self.subset}.txt")
+            self.sequences = wanted
+        self.save_overlays = config.save_overlays
+
+    def run(self, encoder, preset: propagation.Preset, output_dir: str) -> dict[str, float]:
+        """Writes the results, the CSVs and results.json into output_dir; returns the global scores."""
+        propagator = propagation.Propagator(preset)
+        for sequence in tqdm.tqdm(self.sequences, desc="DAVIS sequences", unit="seq"):
+            self._segment(sequence, encoder, propagator, pathlib.Path(output_dir))
+        scores = score(self.root, output_dir, self.year, self.subset, sequences=self.sequences)
+        write_csvs(scores, output_dir, self.subset)
+        (pathlib.Path(output_dir) / "results.json").write_text(json.dumps(scores.as_dict(), indent=2))
+        print(format_table(scores, self.subset))
+        return scores.global_scores
+
+    def _segment(self, sequence: str, encoder, propagator: propagation.Propagator, output_dir: pathlib.Path) -> None:
+        frame_dir = self.root / "JPEGImages" / "480p" / sequence
+        names = [pathlib.Path(n).stem for n in frames_io.list_frames(str(frame_dir), (".jpg", ".jpeg"))]
+        first_path = self.root / "Annotations" / "480p" / sequence / f"{names[0]}.png"
+        if not first_path.is_file():
+            raise FileNotFoundError(f"missing first-frame annotation {first_path} of sequence {sequence!r}")
+        first = masks_io.read_mask(first_path)
+        palette = masks_io.read_palette(first_path)
+        frames = frames_io.read_frames([str(frame_dir / f"{n}.jpg") for n in names])
+        if first.shape != frames.shape[1:3]:
+            raise ValueError(
+                f"annotation {first_path} is {first.shape[::-1]} (WxH) but the frames are {frames.shape[2:0:-1]}"
+            )
+        first = (first > 0).astype(np.uint8) if self.year == "2016" else np.where(first == _VOID_ID, 0, first)
+        object_ids = [int(i) for i in np.unique(first) if i != 0]
+        overlay = None
+        if self.save_overlays:
+            overlay = overlays.OverlayWriter(str(output_dir / "overlays" / f"{sequence}.mp4"), *first.shape)
+        with tqdm.tqdm(total=len(names), desc=sequence, leave=False, unit="frame") as bar:
+            for t, mask in propagation.segment_video(encoder, propagator, frames, {0: first}, object_ids, progress=bar):
+                masks_io.write_mask(output_dir / sequence / f"{names[t]}.png", mask, palette)
+                if overlay is not None:
+                    overlay.add_mask(frames[t], mask, palette if palette is not None else masks_io.davis_palette())
+        if overlay is not None:
+            overlay.close()
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("davis_root", None, "The DAVIS folder (holding JPEGImages, Annotations, ImageSets).")
+    flags.DEFINE_string("results", None, "Results folder of <sequence>/<frame>.png; the CSVs are written here.")
+    flags.DEFINE_enum("year", "2017", list(YEARS), "DAVIS edition: 2017 palette masks or 2016 grey masks.")
+    flags.DEFINE_string("set", "val", "Split: ImageSets/<year>/<set>.txt lists its sequences.")
+    flags.DEFINE_string("json", None, "Also write the full-precision scores as JSON to this path.")
+    flags.mark_flags_as_required(["davis_root", "results"])
+
+    def _run(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        flag_values = flags.FLAGS
+        main(flag_values.davis_root, flag_values.results, flag_values.year, flag_values.set, flag_values.json)
+
+    app.run(_run)

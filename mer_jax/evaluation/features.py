@@ -1,0 +1,53 @@
+"""Per-frame features for label propagation: the trained encoder or the raw-Lab baseline."""
+
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mer_jax import color, export
+from mer_jax.models import mer
+
+ENCODERS = ("trained", "lab")
+
+
+class FrameEncoder(Protocol):
+    """Maps uint8 RGB frames [T, H, W, 3] to features [T, ceil(H/4), ceil(W/4), C] (a jax.Array)."""
+
+    def __call__(self, frames: np.ndarray) -> jax.Array: ...
+
+
+class TrainedEncoder:
+    """The trained MER encoder, applied `batch` frames at a time (jitted)."""
+
+    def __init__(self, model: export.ExportedModel, batch: int):
+        self.model, self.batch = model, batch
+        self._embed = jax.jit(lambda frames: export.embed(model, frames))
+
+    def __call__(self, frames: np.ndarray) -> jax.Array:
+        chunks = [self._embed(frames[i : i + self.batch]) for i in range(0, len(frames), self.batch)]
+        return jnp.concatenate(chunks)
+
+
+class LabEncoder:
+    """Normalised Lab pixels area-averaged to stride 4 (3 channels): the raw-colour baseline."""
+
+    def __init__(self, lab_mean: tuple[float, ...], lab_std: tuple[float, ...]):
+        self._embed = jax.jit(
+            lambda frames: mer.area_downsample(color.uint8_rgb_to_normalized_lab(frames, lab_mean, lab_std), 4)
+        )
+
+    def __call__(self, frames: np.ndarray) -> jax.Array:
+        return self._embed(frames)
+
+
+def make_encoder(name: str, checkpoint: str, *, batch: int, lab_mean, lab_std) -> FrameEncoder:
+    """'trained' (from an export or training workdir at `checkpoint`) or 'lab'."""
+    if name == "lab":
+        return LabEncoder(tuple(lab_mean), tuple(lab_std))
+    if name == "trained":
+        if not checkpoint:
+            raise ValueError("encoder='trained' needs --config.checkpoint=DIR (a training workdir or an export)")
+        return TrainedEncoder(export.load_for_inference(checkpoint), batch)
+    raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")

@@ -1,0 +1,78 @@
+"""JHMDB pose propagation benchmark: propagate the 15 joints of frame 0, report PCK."""
+
+import json
+import os
+
+import numpy as np
+import tqdm
+
+from mer_jax.evaluation import jhmdb_data, overlays, pck, propagation
+
+STRIDE = 4
+
+
+class Evaluator:
+    """Split-1 test videos of `config.jhmdb_root`, PCK@0.1/0.2 per joint and mean."""
+
+    def __init__(self, config):
+        self.root = os.path.expanduser(config.jhmdb_root)
+        if not self.root:
+            raise ValueError(
+                "set --config.jhmdb_root=PATH (the folder holding Rename_Images/, joint_positions/, splits/)"
+            )
+        self.videos = jhmdb_data.list_test_videos(self.root, config.jhmdb_split)
+        if config.sequences:
+            wanted = set(config.sequences.split(","))
+            self.videos = [v for v in self.videos if v[1] in wanted]
+        self.sigma, self.topk = config.jhmdb_sigma, config.jhmdb_topk
+        self.save_overlays = config.save_overlays
+
+    def run(self, encoder, preset: propagation.Preset, output_dir: str) -> dict:
+        """Propagates every video; writes jhmdb_results.json (and overlays); returns the PCK dict."""
+        propagator = propagation.Propagator(preset)
+        tracks = []
+        for cls, name in tqdm.tqdm(self.videos, desc="jhmdb videos"):
+            video = jhmdb_data.read_video(self.root, cls, name)
+            num_frames, height, width = video.frames.shape[:3]
+            features = encoder(video.frames)
+            first = jhmdb_data.joints_to_heatmaps(
+                video.joints[0], video.visible[0], height, width, stride=STRIDE, sigma=self.sigma
+            )
+            predicted = np.zeros((num_frames, jhmdb_data.NUM_JOINTS, 2), np.float32)
+            seeds = {0: (first, np.ones(first.shape[:2], bool))}
+            with tqdm.tqdm(total=num_frames, desc=name, leave=False) as bar:
+                for t, soft in propagator(features, video.frames, seeds, bar):
+                    predicted[t] = jhmdb_data.heatmaps_to_joints(np.asarray(soft), height, width, STRIDE, self.topk)
+            predicted[0] = video.joints[0]
+            tracks.append((predicted, video.joints, video.visible))
+            if self.save_overlays:
+                writer = overlays.OverlayWriter(
+                    os.path.join(output_dir, "overlays", f"{cls}_{name}.mp4"), height, width
+                )
+                for frame, joints in zip(video.frames, predicted):
+                    writer.add_joints(frame, joints)
+                writer.close()
+        scores = pck.pck_for_videos(tracks)
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "jhmdb_results.json"), "w") as f:
+            json.dump(_jsonable(scores), f, indent=2)
+        print(format_table(scores))
+        return scores
+
+
+def format_table(scores: dict) -> str:
+    """PCK per joint and mean as a text table."""
+    lines = [f"{'joint':16s} {'PCK@0.1':>8s} {'PCK@0.2':>8s}"]
+    for j, name in enumerate(pck.JOINT_NAMES):
+        lines.append(f"{name:16s} {scores['per_joint']['PCK@0.1'][j]:8.4f} {scores['per_joint']['PCK@0.2'][j]:8.4f}")
+    lines.append(f"{'mean':16s} {scores['PCK@0.1']:8.4f} {scores['PCK@0.2']:8.4f}")
+    return "\n".join(lines)
+
+
+def _jsonable(tree):
+    if isinstance(tree, dict):
+        return {k: _jsonable(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in np.asarray(tree).tolist()]
+    value = float(tree)
+    return None if np.isnan(value) else value

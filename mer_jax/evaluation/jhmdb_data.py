@@ -1,0 +1,232 @@
+"""JHMDB on disk and JHMDB joints as label maps: the split-1 test list, one video's frames and 2-D joints,
+and the encoding of joints into per-joint Gaussian heatmaps (plus background) on the stride-4 feature grid
+and back, used to propagate poses as soft labels (spec section 7).
+
+Layout (users download it): `<root>/Rename_Images/<class>/<video>/00001.png` (320x240 RGB frames),
+`<root>/joint_positions/<class>/<video>/joint_positions.mat` (field `pos_img`, shape (2, 15, T), 1-based
+MATLAB pixel coordinates x, y) and the official split files `<root>/splits/<class>_test_split<k>.txt`
+(lines `<video>.avi <1|2>`, 2 = test).
+
+Coordinates here are 0-based (x, y) pixel centres. Feature cell i on a grid of stride s covers pixels
+[s*i, s*i + s - 1], so its centre lies at pixel s*i + (s - 1)/2; encoding and decoding both use this
+alignment, which makes decode(encode(joint)) land back on the joint.
+"""
+
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+NUM_JOINTS = 15
+
+_SPLITS_DIR = "splits"
+_FRAMES_DIR = "Rename_Images"
+_JOINTS_DIR = "joint_positions"
+_JOINTS_FILE = "joint_positions.mat"
+_TEST_LABEL = "2"
+
+
+class JhmdbVideo(NamedTuple):
+    """One JHMDB video with its joint annotations.
+
+    Attributes:
+      frames: [T, H, W, 3] uint8 RGB frames.
+      joints: [T, 15, 2] float32 0-based (x, y) pixel coordinates.
+      visible: [T, 15] bool, True where the joint lies inside the image.
+    """
+
+    frames: np.ndarray
+    joints: np.ndarray
+    visible: np.ndarray
+
+
+def list_test_videos(root: str | os.PathLike, split: int = 1) -> list[tuple[str, str]]:
+    """Lists the test videos of one official JHMDB split.
+
+    Args:
+      root: JHMDB root folder (holding `splits/`).
+      split: split number (1, 2 or 3).
+
+    Returns:
+      Sorted (class, video) pairs of the lines labelled 2 (test) in `splits/<class>_test_split<split>.txt`;
+      the video name has its `.avi` suffix removed.
+
+    Raises:
+      FileNotFoundError: the splits folder or its split files are missing.
+      ValueError: a split file has a malformed line.
+    """
+    splits_dir = os.path.join(root, _SPLITS_DIR)
+    if not os.path.isdir(splits_dir):
+        raise FileNotFoundError(f"JHMDB split folder not found: {splits_dir} (expected <class>_test_split{split}.txt)")
+    suffix = f"_test_split{split}.txt"
+    split_files = sorted(name for name in os.listdir(splits_dir) if name.endswith(suffix))
+    if not split_files:
+        raise FileNotFoundError(f"no JHMDB split files <class>{suffix} in {splits_dir}")
+    videos = []
+    for name in split_files:
+        cls = name[: -len(suffix)]
+        path = os.path.join(splits_dir, name)
+        with open(path) as f:
+            for line_number, line in enumerate(f, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) != 2 or fields[1] not in ("1", "2"):
+                    raise ValueError(f"{path}:{line_number}: expected '<video>.avi <1|2>', got {line.strip()!r}")
+                if fields[1] == _TEST_LABEL:
+                    videos.append((cls, fields[0].removesuffix(".avi")))
+    return sorted(videos)
+
+
+def _read_pos_img(path: str) -> np.ndarray:
+    """Reads `pos_img` from a JHMDB joint file.
+
+    Args:
+      path: the `joint_positions.mat` file.
+
+    Returns:
+      [T, 15, 2] float32 0-based (x, y) pixel coordinates.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"JHMDB joint file not found: {path}")
+    mat = scipy.io.loadmat(path)
+    if "pos_img" not in mat:
+        raise ValueError(f"{path} has no field 'pos_img' (fields: {sorted(k for k in mat if not k.startswith('__'))})")
+    pos_img = np.asarray(mat["pos_img"])
+    if pos_img.ndim != 3 or pos_img.shape[:2] != (2, NUM_JOINTS):
+        raise ValueError(f"{path}: pos_img has shape {pos_img.shape}, expected (2, {NUM_JOINTS}, T)")
+    return (np.transpose(pos_img, (2, 1, 0)) - 1.0).astype(np.float32)
+
+
+def _read_frame(path: str) -> np.ndarray:
+    """Reads one frame as [H, W, 3] uint8 RGB."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise OSError(f"cannot read JHMDB frame {path}: {error}") from error
+
+
+def read_video(root: str | os.PathLike, cls: str, video: str) -> JhmdbVideo:
+    """Reads one JHMDB video's frames and joints.
+
+    A joint is visible when it lies inside the image: 0 <= x < W and 0 <= y < H in 0-based pixel
+    coordinates (JHMDB marks no occlusion; joints of people cut by the frame edge fall outside).
+    Some JHMDB joint files have more frames than the video has images; only the first
+    min(#images, #annotated frames) frames are returned.
+
+    Args:
+      root: JHMDB root folder.
+      cls: action class, e.g. "brush_hair".
+      video: video name without extension.
+
+    Returns:
+      The video: frames [T, H, W, 3] uint8, joints [T, 15, 2] float32 0-based (x, y), visible [T, 15] bool.
+
+    Raises:
+      FileNotFoundError: the frame folder, its PNG frames or the joint file are missing.
+      ValueError: the joint file lacks `pos_img` or it has the wrong shape; frames differ in size.
+      OSError: a frame cannot be decoded.
+    """
+    frames_dir = os.path.join(root, _FRAMES_DIR, cls, video)
+    if not os.path.isdir(frames_dir):
+        raise FileNotFoundError(f"JHMDB frame folder not found: {frames_dir}")
+    frame_names = sorted(name for name in os.listdir(frames_dir) if name.endswith(".png"))
+    if not frame_names:
+        raise FileNotFoundError(f"no PNG frames in {frames_dir}")
+    joints = _read_pos_img(os.path.join(root, _JOINTS_DIR, cls, video, _JOINTS_FILE))
+    num_frames = min(len(frame_names), joints.shape[0])
+    frames = [_read_frame(os.path.join(frames_dir, name)) for name in frame_names[:num_frames]]
+    if len({frame.shape for frame in frames}) != 1:
+        raise ValueError(f"frames of {frames_dir} differ in size: {sorted({frame.shape for frame in frames})}")
+    frames = np.stack(frames)
+    joints = joints[:num_frames]
+    height, width = frames.shape[1:3]
+    x, y = joints[..., 0], joints[..., 1]
+    visible = np.isfinite(joints).all(-1) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    return JhmdbVideo(frames=frames, joints=joints, visible=visible)
+
+
+def feature_grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
+    """Returns the (h, w) = (ceil(height / stride), ceil(width / stride)) feature grid of an image."""
+    return math.ceil(height / stride), math.ceil(width / stride)
+
+
+def joints_to_heatmaps(
+    joints: np.ndarray,
+    visible: np.ndarray,
+    height: int,
+    width: int,
+    stride: int = 4,
+    sigma: float = 0.5,
+) -> np.ndarray:
+    """Encodes joints as Gaussian heatmaps plus a background channel on the feature grid.
+
+    A joint at pixel (x, y) maps to feature coordinates ((x - (stride-1)/2) / stride, (y - (stride-1)/2) / stride)
+    (cell i covers pixels [stride*i, stride*i + stride - 1], centre stride*i + (stride-1)/2). Channel j is
+    exp(-d^2 / (2 sigma^2)) with d the distance in feature cells to joint j, so it peaks at exactly 1 when the
+    joint lies on a cell centre; channels of invisible joints are zero.
+
+    Args:
+      joints: [15, 2] 0-based (x, y) pixel coordinates.
+      visible: [15] bool.
+      height: image height in pixels.
+      width: image width in pixels.
+      stride: pixels per feature cell.
+      sigma: Gaussian standard deviation in feature cells.
+
+    Returns:
+      [h, w, 16] float32 with h = ceil(height / stride), w = ceil(width / stride); channels 0..14 are the
+      joints, channel 15 is the background clip(1 - max over joint channels, 0, 1).
+    """
+    joints = np.asarray(joints, np.float64)
+    visible = np.asarray(visible, bool)
+    if joints.shape != (NUM_JOINTS, 2) or visible.shape != (NUM_JOINTS,):
+        raise ValueError(
+            f"expected joints [{NUM_JOINTS}, 2] and visible [{NUM_JOINTS}], got {joints.shape}, {visible.shape}"
+        )
+    h, w = feature_grid_size(height, width, stride)
+    centres = (np.where(visible[:, None], joints, 0.0) - (stride - 1) / 2) / stride
+    dy2 = (np.arange(h)[:, None] - centres[None, :, 1]) ** 2  # [h, 15]
+    dx2 = (np.arange(w)[:, None] - centres[None, :, 0]) ** 2  # [w, 15]
+    maps = np.exp(-(dy2[:, None, :] + dx2[None, :, :]) / (2 * sigma**2)) * visible  # [h, w, 15]
+    background = np.clip(1.0 - maps.max(-1, keepdims=True), 0.0, 1.0)
+    return np.concatenate([maps, background], -1).astype(np.float32)
+
+
+def heatmaps_to_joints(heatmaps: np.ndarray, height: int, width: int, stride: int = 4, topk: int = 3) -> np.ndarray:
+    """Decodes joint positions from (propagated) heatmaps.
+
+    For each joint channel: the value-weighted mean of the feature-grid coordinates of its `topk` largest
+    values (negative values weigh 0; if all `topk` weights are 0 the plain mean of their locations), mapped
+    to pixels with the alignment of `joints_to_heatmaps` (x = stride*j + (stride-1)/2) and clipped into the
+    image. Inverts `joints_to_heatmaps` for visible joints to within 1 px; a joint within (stride-1)/2 px of
+    the image border, beyond the outermost cell centres, comes back within 1 px of the nearest such centre.
+
+    Args:
+      heatmaps: [h, w, 16] joint channels 0..14 and background channel 15 (ignored), with
+        h = ceil(height / stride), w = ceil(width / stride).
+      height: image height in pixels.
+      width: image width in pixels.
+      stride: pixels per feature cell.
+      topk: number of largest values averaged per joint.
+
+    Returns:
+      [15, 2] float32 0-based (x, y) pixel coordinates.
+    """
+    heatmaps = np.asarray(heatmaps, np.float64)
+    h, w = feature_grid_size(height, width, stride)
+    if heatmaps.shape != (h, w, NUM_JOINTS + 1):
+        raise ValueError(f"expected heatmaps [{h}, {w}, {NUM_JOINTS + 1}] for {height}x{width}, got {heatmaps.shape}")
+    flat = heatmaps[..., :NUM_JOINTS].reshape(h * w, NUM_JOINTS).T  # [15, h*w]
+    top = np.argpartition(-flat, topk - 1, axis=1)[:, :topk]  # [15, topk]
+    weights = np.maximum(np.take_along_axis(flat, top, axis=1), 0.0)
+    total = weights.sum(1, keepdims=True)
+    weights = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 1.0 / topk)
+    rows, cols = np.divmod(top, w)
+    cell_xy = np.stack([(weights * cols).sum(1), (weights * rows).sum(1)], -1)  # [15, 2]
+    xy = stride * cell_xy + (stride - 1) / 2
+    return np.clip(xy, 0.0, [width - 1, height - 1]).astype(np.float32)

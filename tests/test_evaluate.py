@@ -1,0 +1,189 @@
+"""Evaluators end to end on tiny benchmark trees: outputs in the official formats, scores
+consistent with the standalone scorer, clear errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from configs import davis as davis_config
+from configs import demo, ytvos_val
+from configs import jhmdb as jhmdb_config
+from mer_jax import evaluate, train
+from mer_jax.evaluation import davis, davis_metrics, masks_io, propagation
+from tests import fake_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small(config):
+    """Small windows for 48x64 frames."""
+    for preset in config.presets.values():
+        preset.radius = 4
+        preset.crw_context = 3
+    return config
+
+
+@pytest.fixture(scope="module")
+def davis_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("davis") / "DAVIS"
+    fake_data.davis_tree(str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("train")
+    train.train_and_evaluate(demo.get_config("debug"), str(workdir))
+    return workdir
+
+
+@pytest.mark.parametrize("preset", ["mer", "crw"])
+def test_davis_lab_propagation_writes_official_results(davis_root, tmp_path, preset):
+    config = small(davis_config.get_config())
+    config.update(dict(encoder="lab", davis_root=str(davis_root), preset=preset, output=str(tmp_path / "out")))
+    config.presets.crw.topk = 1
+    scores = evaluate.evaluate(config)
+    gt_palette = masks_io.read_palette(davis_root / "Annotations" / "480p" / "seq0" / "00000.png")
+    for seq in ("seq0", "seq1"):
+        names = sorted(os.listdir(davis_root / "Annotations" / "480p" / seq))
+        assert sorted(os.listdir(tmp_path / "out" / seq)) == names
+        result = tmp_path / "out" / seq / names[3]
+        assert masks_io.read_mask(result).shape == (48, 64)
+        np.testing.assert_array_equal(masks_io.read_palette(result), gt_palette)
+    assert (tmp_path / "out" / "global_results-val.csv").read_text().startswith("J&F-Mean,J-Mean,J-Recall")
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    rescored = davis.score(str(davis_root), str(tmp_path / "out"))
+    assert report["J&F-Mean"] == pytest.approx(rescored.global_scores["J&F-Mean"], abs=1e-12)
+    assert scores["J&F-Mean"] == pytest.approx(report["J&F-Mean"], abs=1e-12)
+    assert 0.0 <= scores["J&F-Mean"] <= 1.0
+    if preset == "crw":
+        # seq1 is static: with top-1 every pixel's best match is itself, so propagation must
+        # return exactly the stride-4 round trip of the first mask.
+        first = masks_io.read_mask(davis_root / "Annotations" / "480p" / "seq1" / "00000.png")
+        ids = np.array([0, 1, 2], np.uint8)
+        round_trip = ids[
+            np.asarray(propagation.labels_to_mask(propagation.labels_at_stride(first, [1, 2], 12, 16), 48, 64, 1.0))
+        ]
+        for k in (1, 2):
+            expected_j = davis_metrics.jaccard((first == k)[None], (round_trip == k)[None])[0]
+            assert report["per_object"][f"seq1_{k}"]["J-Mean"] == pytest.approx(expected_j, abs=1e-9)
+
+
+def test_trained_encoder_from_workdir_and_overlays(davis_root, trained_workdir, tmp_path):
+    config = small(davis_config.get_config())
+    config.update(
+        dict(checkpoint=str(trained_workdir), davis_root=str(davis_root), sequences="seq1", preset="crw",
+             save_overlays=True, output=str(tmp_path / "out"))
+    )  # fmt: skip
+    scores = evaluate.evaluate(config)
+    assert np.isfinite(scores["J&F-Mean"])
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "global_results-val.csv", "overlays", "per-sequence_results-val.csv", "results.json", "seq1",
+    ]  # fmt: skip
+    assert os.path.getsize(tmp_path / "out" / "overlays" / "seq1.mp4") > 0
+
+
+def test_lab_preset_is_always_normalised_at_low_temperature():
+    presets = davis_config.propagation_presets()
+    lab = evaluate.make_preset(presets.mer, "lab", 0.05)
+    trained = evaluate.make_preset(presets.mer, "trained", 0.05)
+    assert (lab.normalize, lab.temperature, lab.radius) == (True, 0.05, 14)
+    assert (trained.normalize, trained.temperature) == (False, 1.0)
+    assert lab.long_term == (0, 5, 10)
+
+
+def test_davis_bad_inputs_are_named(tmp_path):
+    root = tmp_path / "DAVIS"
+    fake_data.davis_tree(str(root), num_sequences=1, num_frames=4)
+    config = small(davis_config.get_config())
+    config.update(dict(encoder="lab", davis_root=str(root), output=str(tmp_path / "out")))
+    first = root / "Annotations" / "480p" / "seq0" / "00000.png"
+    os.rename(first, tmp_path / "first.png")
+    with pytest.raises(FileNotFoundError, match="missing first-frame annotation .*00000.png"):
+        evaluate.evaluate(config)
+    masks_io.write_mask(first, np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="annotation .*00000.png is \\(10, 10\\)"):
+        evaluate.evaluate(config)
+    os.rename(tmp_path / "first.png", first)
+    (root / "JPEGImages" / "480p" / "seq0" / "00002.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="cannot decode image .*00002.jpg"):
+        evaluate.evaluate(config)
+    config.sequences = "nope"
+    with pytest.raises(ValueError, match="not in ImageSets"):
+        evaluate.evaluate(config)
+    config.davis_root = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="Sequence list not found"):
+        evaluate.evaluate(config)
+
+
+def test_trained_encoder_needs_a_checkpoint(davis_root, tmp_path):
+    config = davis_config.get_config()
+    config.update(dict(davis_root=str(davis_root)))
+    with pytest.raises(ValueError, match="needs --config.checkpoint"):
+        evaluate.evaluate(config)
+    config.checkpoint = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="neither an export"):
+        evaluate.evaluate(config)
+
+
+def test_ytvos_objects_start_at_their_first_annotation_and_zip_is_official(tmp_path):
+    root = tmp_path / "valid"
+    clip, frames = fake_data.ytvos_tree(str(root), late_frame=3)
+    config = small(ytvos_val.get_config())
+    config.update(dict(encoder="lab", ytvos_root=str(root), preset="crw", output=str(tmp_path / "out")))
+    result = evaluate.evaluate(config)
+    with zipfile.ZipFile(result["zip"]) as archive:
+        names = sorted(archive.namelist())
+    assert names == [f"Annotations/vid0/{f}.png" for f in frames]
+    masks = [masks_io.read_mask(tmp_path / "out" / "Annotations" / "vid0" / f"{f}.png") for f in frames]
+    assert all(not (m == 2).any() for m in masks[:3])
+    np.testing.assert_array_equal(masks[3] == 2, clip.masks[3] == 2)  # The annotation itself.
+    assert all(set(np.unique(m)) <= {0, 1, 2} for m in masks)
+    assert masks[0].shape == (48, 64)
+
+
+def test_ytvos_missing_meta_is_a_clear_error(tmp_path):
+    config = ytvos_val.get_config()
+    config.update(dict(encoder="lab", ytvos_root=str(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="meta.json not found"):
+        evaluate.evaluate(config)
+
+
+def test_jhmdb_propagates_joints_and_reports_pck(tmp_path):
+    root = tmp_path / "JHMDB"
+    fake_data.jhmdb_tree(str(root))
+    config = small(jhmdb_config.get_config())
+    config.update(dict(encoder="lab", jhmdb_root=str(root), output=str(tmp_path / "out")))
+    config.presets.crw.topk = 1  # Static video: every pixel's best match is itself.
+    scores = evaluate.evaluate(config)
+    report = json.loads((tmp_path / "out" / "jhmdb_results.json").read_text())
+    assert set(report) == {"PCK@0.1", "PCK@0.2", "per_joint"}
+    assert len(report["per_joint"]["PCK@0.1"]) == 15
+    assert scores["PCK@0.2"] >= scores["PCK@0.1"]
+    assert scores["PCK@0.2"] == 1.0  # Joints decode within ~1 px of where they were put.
+
+
+def test_demo_ends_with_trained_and_lab_scores(tmp_path):
+    config = demo.get_config("debug")
+    config.eval.run_at_end = True
+    train.train_and_evaluate(config, str(tmp_path))
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert set(results) == {"trained", "lab"}
+    for scores in results.values():
+        assert 0.0 <= scores["J&F-Mean"] <= 1.0
+        assert scores["J&F-Mean"] == pytest.approx((scores["J-Mean"] + scores["F-Mean"]) / 2)
+
+
+def test_evaluate_command_line(davis_root, tmp_path):
+    command = [
+        sys.executable, "-m", "mer_jax.evaluate", "--config=configs/davis.py:debug",
+        f"--config.davis_root={davis_root}", f"--config.output={tmp_path / 'out'}", "--config.sequences=seq0",
+    ]  # fmt: skip
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=env)
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["per_object"].keys() >= {"seq0_1"}
