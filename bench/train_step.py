@@ -77,7 +77,8 @@ def main() -> None:
     print(f"{'config':32s} {'batch':>5s} {'size':>5s} {'step_s':>9s} {'clips/s':>9s} {'compile_s':>9s}")
     for spec, r in results.items():
         print(
-            f"{spec:32s} {r['batch_size']:5d} {r['image_size']:5d} {r['step_s']:9.4f} {r['clips_per_s']:9.1f} {r['compile_s']:9.1f}"
+            f"{spec:32s} {r['batch_size']:5d} {r['image_size']:5d} {r['step_s']:9.4f} "
+            f"{r['clips_per_s']:9.1f} {r['compile_s']:9.1f}"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -97,15 +97,11 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: mer.MER) -> Callable:
     )
 
 
-def _loss_value(step_metrics: TrainMetrics, step: int, last_checkpoint: int | None, workdir: str) -> float:
-    """The step's loss on the host; stops the run with a clear message if it is not finite."""
-    loss = float(step_metrics.loss.compute())
-    if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"Non-finite loss ({loss}) at step {step}. The last checkpoint is step {last_checkpoint} in "
-            f"{workdir}; lower the learning rate (--config.optim.lr) or inspect the data, then rerun."
-        )
-    return loss
+def _non_finite_loss(loss: float, step: int, last_checkpoint: int | None, workdir: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"Non-finite loss ({loss}) at step {step}. The last checkpoint is step {last_checkpoint} in "
+        f"{workdir}; lower the learning rate (--config.optim.lr) or inspect the data, then rerun."
+    )
 
 
 def train_and_evaluate(
@@ -180,7 +176,9 @@ def train_and_evaluate(
     def finish(step: int, step_metrics: TrainMetrics) -> None:
         """Host-side bookkeeping of a completed step (run one step late to keep the device busy)."""
         nonlocal accumulated, interval_start, interval_steps
-        loss = _loss_value(step_metrics, step, checkpointer.latest_step(), workdir)
+        loss = float(step_metrics.loss.compute())
+        if not math.isfinite(loss):
+            raise _non_finite_loss(loss, step, checkpointer.latest_step(), workdir)
         accumulated = step_metrics if accumulated is None else accumulated.merge(step_metrics)
         interval_steps += 1
         progress.update(1)

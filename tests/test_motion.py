@@ -1,0 +1,418 @@
+"""Motion Enhancement Engine: colour-wheel flow, flow fusion, position encoding, value map and VEN.
+
+References are written independently here: hand-derived wheel colours, NumPy loop versions of the
+value map and of the whole VEN forward pass (pooling, masking and attention by explicit loops).
+"""
+
+import functools
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mer_jax import color
+from mer_jax.models import motion
+
+LAB_MEAN = (50.0, 0.0, 0.0)
+LAB_STD = (50.0, 127.0, 127.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# flow_to_color
+# ---------------------------------------------------------------------------------------------
+# The 55 wheel hues sit evenly around the circle, entry k at angle 2 pi k / 55, with segments
+# red->yellow (15), yellow->green (6), green->cyan (4), cyan->blue (11), blue->magenta (13),
+# magenta->red (6). So angle 0 (+x) is entry 0 = red; +y (pi/2, image y down) is position 13.75,
+# inside red->yellow: (1, 13.75/15, 0); -x (pi) is 27.5 = cyan->blue step 2.5: (0, 1 - 2.5/11, 1);
+# -y (3 pi/2) is 41.25 = blue->magenta step 5.25: (5.25/13, 0, 1).
+WHEEL_CASES = [
+    ((1.0, 0.0), (1.0, 0.0, 0.0)),
+    ((0.0, 1.0), (1.0, 13.75 / 15, 0.0)),
+    ((-1.0, 0.0), (0.0, 1.0 - 2.5 / 11, 1.0)),
+    ((0.0, -1.0), (5.25 / 13, 0.0, 1.0)),
+]
+
+
+def _flow_image(vectors):
+    """[1, len(vectors), 2] flow image from a list of (dx, dy)."""
+    return jnp.asarray(np.asarray(vectors, np.float32)[None])
+
+
+def test_zero_flow_is_white():
+    rgb = motion.flow_to_color(jnp.zeros((2, 3, 4, 2)))
+    assert rgb.shape == (2, 3, 4, 3)
+    np.testing.assert_allclose(np.asarray(rgb), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(motion.flow_to_color(jnp.zeros((3, 4, 2)), max_radius=2.0)), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("direction,want", WHEEL_CASES)
+def test_cardinal_directions_at_full_magnitude(direction, want):
+    flow = _flow_image([[3.0 * direction[0], 3.0 * direction[1]]])
+    np.testing.assert_allclose(np.asarray(motion.flow_to_color(flow, max_radius=3.0))[0, 0], want, atol=1e-5)
+
+
+def test_magnitude_sets_saturation_and_out_of_range_is_darkened():
+    flow = _flow_image([[1.0, 0.0], [0.5, 0.0], [4.0, 0.0], [0.0, -0.25]])
+    rgb = np.asarray(motion.flow_to_color(flow, max_radius=1.0))[0]
+    np.testing.assert_allclose(rgb[0], [1.0, 0.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(rgb[1], [1.0, 0.5, 0.5], atol=1e-5)  # halfway from white to red
+    np.testing.assert_allclose(rgb[2], [0.75, 0.0, 0.0], atol=1e-5)  # beyond max_radius
+    np.testing.assert_allclose(rgb[3], 1.0 - 0.25 * (1.0 - np.array([5.25 / 13, 0.0, 1.0])), atol=1e-5)
+
+
+def test_default_radius_is_each_images_own_maximum():
+    flow = np.zeros((2, 1, 2, 2), np.float32)
+    flow[0, 0, 0] = (6.0, 0.0)
+    flow[0, 0, 1] = (3.0, 0.0)
+    flow[1, 0, 0] = (0.0, 0.2)  # a tiny flow still reaches full saturation in its own image
+    rgb = np.asarray(jax.jit(motion.flow_to_color)(jnp.asarray(flow)))
+    np.testing.assert_allclose(rgb[0, 0, 0], [1.0, 0.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(rgb[0, 0, 1], [1.0, 0.5, 0.5], atol=1e-4)
+    np.testing.assert_allclose(rgb[1, 0, 0], [1.0, 13.75 / 15, 0.0], atol=1e-4)
+    np.testing.assert_allclose(rgb[1, 0, 1], [1.0, 1.0, 1.0], atol=1e-6)
+
+
+def test_hue_is_continuous_across_the_wheel_seam():
+    angles = np.array([-1e-3, 0.0, 1e-3, 2 * np.pi - 1e-3])
+    flow = _flow_image(np.stack([np.cos(angles), np.sin(angles)], -1))
+    rgb = np.asarray(motion.flow_to_color(flow, max_radius=1.0))[0]
+    np.testing.assert_allclose(rgb, np.broadcast_to([1.0, 0.0, 0.0], rgb.shape), atol=0.02)
+
+
+def test_flow_to_color_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="flow"):
+        motion.flow_to_color(jnp.zeros((4, 4, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# FlowFusion
+# ---------------------------------------------------------------------------------------------
+def _frames_and_flow(seed=0, shape=(2, 5, 7)):
+    rng = np.random.default_rng(seed)
+    frames = jnp.asarray(rng.uniform(-1, 1, (*shape, 3)).astype(np.float32))
+    flow = jnp.asarray(rng.normal(0, 3, (*shape, 2)).astype(np.float32))
+    return frames, flow
+
+
+def _cv2_normalized_lab(rgb):
+    """Independent Lab of float RGB [..., 3] through OpenCV, normalised as frames."""
+    rgb = np.asarray(rgb, np.float32)
+    lab = cv2.cvtColor(rgb.reshape(-1, 1, 3), cv2.COLOR_RGB2Lab).reshape(rgb.shape)
+    return (lab - np.array(LAB_MEAN)) / np.array(LAB_STD)
+
+
+@pytest.mark.parametrize("encoding", ["color", "conv"])
+def test_fusion_adds_alpha_times_encoded_flow(encoding):
+    frames, flow = _frames_and_flow()
+    model = motion.FlowFusion(encoding=encoding, lab_mean=LAB_MEAN, lab_std=LAB_STD, alpha_init=0.1)
+    params = model.init(jax.random.PRNGKey(0), frames, flow)["params"]
+    assert float(params["alpha"]) == pytest.approx(0.1)
+    if encoding == "color":
+        rgb = motion.flow_to_color(flow)
+        encoded = np.asarray(color.normalize_lab(color.rgb_to_lab(rgb), LAB_MEAN, LAB_STD))
+        np.testing.assert_allclose(encoded, _cv2_normalized_lab(rgb), atol=1e-2)
+    else:
+        assert set(params) == {"alpha", "flow_conv"}
+        kernel = np.asarray(params["flow_conv"]["kernel"])  # [2, 3]
+        scaled = np.asarray(flow) / np.array([7.0, 5.0])  # (dx / W, dy / H)
+        encoded = np.einsum("...i,io->...o", scaled, kernel)
+    params = {**params, "alpha": jnp.asarray(0.7)}
+    out = jax.jit(model.apply)({"params": params}, frames, flow)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(frames) + 0.7 * encoded, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", ["color", "conv"])
+def test_gradient_reaches_alpha(encoding):
+    frames, flow = _frames_and_flow(1)
+    model = motion.FlowFusion(encoding=encoding, lab_mean=LAB_MEAN, lab_std=LAB_STD)
+    params = model.init(jax.random.PRNGKey(1), frames, flow)["params"]
+    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, frames, flow)))(params)
+    # d sum(I + alpha G) / d alpha = sum(G) = sum(O - I) / alpha.
+    fused = model.apply({"params": params}, frames, flow)
+    want = float(jnp.sum(fused - frames)) / float(params["alpha"])
+    assert float(grads["alpha"]) == pytest.approx(want, rel=1e-3)
+    assert abs(float(grads["alpha"])) > 1e-3
+
+
+def test_fusion_rejects_unknown_encoding_and_mismatched_shapes():
+    frames, flow = _frames_and_flow()
+    with pytest.raises(ValueError, match="encoding"):
+        motion.FlowFusion(encoding="hsv", lab_mean=LAB_MEAN, lab_std=LAB_STD).init(jax.random.PRNGKey(0), frames, flow)
+    with pytest.raises(ValueError, match="flow"):
+        motion.FlowFusion(encoding="conv", lab_mean=LAB_MEAN, lab_std=LAB_STD).init(
+            jax.random.PRNGKey(0), frames, flow[:, :4]
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Position encoding
+# ---------------------------------------------------------------------------------------------
+def _np_position_encoding(height, width, dim):
+    quarter = dim // 4
+    out = np.zeros((height, width, dim))
+    for y in range(height):
+        for x in range(width):
+            for k in range(quarter):
+                freq = 10000.0 ** (-k / quarter)
+                out[y, x, [k, quarter + k, 2 * quarter + k, 3 * quarter + k]] = [
+                    np.sin(y * freq),
+                    np.cos(y * freq),
+                    np.sin(x * freq),
+                    np.cos(x * freq),
+                ]
+    return out
+
+
+def test_position_encoding_values():
+    pe = np.asarray(motion.sincos_position_encoding(5, 6, 8))
+    assert pe.shape == (5, 6, 8)
+    # dim 8: frequencies 1 and 10000^(-1/2) = 0.01; channels [sin y, cos y, sin x, cos x] x 2 freqs.
+    np.testing.assert_allclose(
+        pe[2, 3],
+        [np.sin(2), np.sin(0.02), np.cos(2), np.cos(0.02), np.sin(3), np.sin(0.03), np.cos(3), np.cos(0.03)],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(pe[0, 0], [0, 0, 1, 1, 0, 0, 1, 1], atol=1e-7)
+    np.testing.assert_allclose(pe, _np_position_encoding(5, 6, 8), atol=1e-5)
+
+
+def test_position_encoding_positions_are_distinct():
+    pe = np.asarray(motion.sincos_position_encoding(9, 11, 16)).reshape(-1, 16)
+    distances = np.linalg.norm(pe[:, None] - pe[None], axis=-1)
+    assert np.all(distances[~np.eye(len(pe), dtype=bool)] > 1e-3)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        motion.sincos_position_encoding(3, 3, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Value map
+# ---------------------------------------------------------------------------------------------
+def _np_window_slices(height, width, window):
+    return [
+        (slice(y, y + window), slice(x, x + window)) for y in range(0, height, window) for x in range(0, width, window)
+    ]
+
+
+def _np_value_map(target, refs, window, beta):
+    """Loop reference of spec 3 steps 1-2: target [B, h, w, C], refs [B, R, h, w, C] -> [B, h, w]."""
+    target, refs = np.asarray(target, np.float64), np.asarray(refs, np.float64)
+    batch, height, width, _ = target.shape
+    slices = _np_window_slices(height, width, window)
+
+    def descriptors(feat):
+        means = np.stack([feat[sy, sx].reshape(-1, feat.shape[-1]).mean(0) for sy, sx in slices])
+        return means / np.linalg.norm(means, axis=-1, keepdims=True)
+
+    out = np.zeros((batch, height, width))
+    for b in range(batch):
+        t = descriptors(target[b])
+        seen_anywhere, seen_in_place = np.zeros(len(t)), np.zeros(len(t))
+        for ref in refs[b]:
+            cos = t @ descriptors(ref).T
+            seen_anywhere += cos.max(axis=1) / len(refs[b])
+            seen_in_place += np.diag(cos) / len(refs[b])
+        raw = np.maximum(seen_anywhere - beta * seen_in_place, 0.0)
+        value = raw / (raw.max() + 1e-6)
+        for (sy, sx), v in zip(slices, value):
+            out[b, sy, sx] = v
+    return out
+
+
+@pytest.mark.parametrize("height,width,window", [(8, 12, 4), (11, 13, 4)])
+def test_value_map_matches_numpy_reference(height, width, window):
+    rng = np.random.default_rng(2)
+    target = rng.normal(size=(2, height, width, 6)).astype(np.float32)
+    refs = rng.normal(size=(2, 3, height, width, 6)).astype(np.float32)
+    refs[:, 0, :4, :4] = target[:, :4, :4]  # one window seen in place, so Z is not always small
+    got = np.asarray(motion.window_value_map(jnp.asarray(target), jnp.asarray(refs), window, 0.6))
+    assert got.shape == (2, height, width)
+    np.testing.assert_allclose(got, _np_value_map(target, refs, window, 0.6), atol=1e-5)
+
+
+def _moving_object_scene(channels=64, seed=3):
+    """Per-pixel random features: a static background and a 16x16 object moved by whole windows.
+
+    Returns target [1, 48, 48, C], refs [1, 2, 48, 48, C] and boolean [6, 6] window masks of the
+    target's object and of the background that is static in every frame (window = 8).
+    """
+    rng = np.random.default_rng(seed)
+    background = rng.normal(size=(48, 48, channels)).astype(np.float32)
+    texture = rng.normal(size=(16, 16, channels)).astype(np.float32)
+
+    def frame(row, col):  # object's top-left in windows
+        out = background.copy()
+        out[8 * row : 8 * row + 16, 8 * col : 8 * col + 16] = texture
+        return out
+
+    placements = {"ref0": (1, 1), "ref1": (1, 2), "target": (3, 3)}
+    covered = np.zeros((6, 6), bool)
+    for row, col in placements.values():
+        covered[row : row + 2, col : col + 2] = True
+    target_object = np.zeros((6, 6), bool)
+    target_object[3:5, 3:5] = True
+    refs = np.stack([frame(*placements["ref0"]), frame(*placements["ref1"])])
+    return frame(*placements["target"])[None], refs[None], target_object, ~covered
+
+
+@pytest.mark.parametrize("beta,static_range", [(0.6, (0.25, 0.45)), (1.0, (0.0, 0.2))])
+def test_value_map_scores_the_moving_object_high(beta, static_range):
+    target, refs, target_object, static = _moving_object_scene()
+    value = np.asarray(motion.window_value_map(jnp.asarray(target), jnp.asarray(refs), 8, beta))[0]
+    per_window = value[::8, ::8]
+    assert per_window[target_object].min() > 0.5
+    # A static window has S = Z = 1: it scores (1 - beta) / max, about 0.4 at the spec's beta 0.6.
+    assert static_range[0] <= per_window[static].min() and per_window[static].max() < static_range[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Value Extraction Network
+# ---------------------------------------------------------------------------------------------
+VEN_ARGS = dict(num_heads=2, kv_pool=2, window=4, beta=0.6, dropkey_rate=0.3)
+
+
+@pytest.fixture(scope="module")
+def ven_setup():
+    """Small odd-sized features (h, w not multiples of the pool or window) and VEN params."""
+    rng = np.random.default_rng(4)
+    target = jnp.asarray(rng.normal(size=(2, 7, 10, 8)).astype(np.float32))
+    refs = jnp.asarray(rng.normal(size=(2, 2, 7, 10, 8)).astype(np.float32))
+    model = motion.ValueExtractionNetwork(query_chunk=16, **VEN_ARGS)
+    params = model.init(jax.random.PRNGKey(0), target, refs, train=False)["params"]
+    return target, refs, params
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(train, overrides):
+    """One compiled VEN apply per (train, attribute overrides), shared across tests."""
+    model = motion.ValueExtractionNetwork(**{"query_chunk": 16, **VEN_ARGS, **dict(overrides)})
+    return jax.jit(lambda p, t, r, rng: model.apply({"params": p}, t, r, train=train, rngs={"dropkey": rng}))
+
+
+def _apply(params, target, refs, *, train=False, rng=None, **overrides):
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    return _jitted_apply(train, tuple(sorted(overrides.items())))(params, target, refs, rng)
+
+
+def _np_ven(params, target, refs, *, heads, pool, radius, window, beta):
+    """Loop reference of the VEN forward pass in float64; returns (features, value_map)."""
+    params = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    target, refs = np.asarray(target, np.float64), np.asarray(refs, np.float64)
+    batch, height, width, channels = target.shape
+    head_dim = channels // heads
+
+    def dense(x, name):
+        return x @ params[name]["kernel"] + params[name]["bias"]
+
+    value = _np_value_map(target, refs, window, beta)
+    pe = _np_position_encoding(height, width, channels)
+    embedding = dense(np.maximum(dense(value[..., None], "value_mlp_hidden"), 0), "value_mlp_out") + pe
+    query = dense(target + embedding, "query")
+    rows, cols = -(-height // pool), -(-width // pool)
+    key_in = np.zeros((*refs.shape[:2], rows, cols, channels))
+    value_in = np.zeros_like(key_in)
+    for i in range(rows):
+        for j in range(cols):
+            sy, sx = slice(i * pool, (i + 1) * pool), slice(j * pool, (j + 1) * pool)
+            key_in[:, :, i, j] = (refs + pe)[:, :, sy, sx].mean(axis=(2, 3))
+            value_in[:, :, i, j] = refs[:, :, sy, sx].mean(axis=(2, 3))
+    keys, values = dense(key_in, "key"), dense(value_in, "value")
+    attended = np.zeros_like(target)
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                chosen = [
+                    (r, i, j)
+                    for r in range(refs.shape[1])
+                    for i in range(rows)
+                    for j in range(cols)
+                    if radius is None or max(abs(y // pool - i), abs(x // pool - j)) <= radius
+                ]
+                k = np.stack([keys[b, r, i, j] for r, i, j in chosen])
+                v = np.stack([values[b, r, i, j] for r, i, j in chosen])
+                for h in range(heads):
+                    part = slice(h * head_dim, (h + 1) * head_dim)
+                    logits = k[:, part] @ query[b, y, x, part] / np.sqrt(head_dim)
+                    weights = np.exp(logits - logits.max())
+                    attended[b, y, x, part] = (weights / weights.sum()) @ v[:, part]
+    return target + dense(attended, "out"), value
+
+
+@pytest.mark.parametrize("radius", [None, 1])
+def test_ven_matches_numpy_reference(ven_setup, radius):
+    target, refs, params = ven_setup
+    out = _apply(params, target, refs, radius=radius)
+    assert out.features.shape == target.shape and out.value_map.shape == target.shape[:3]
+    want_features, want_value = _np_ven(params, target, refs, heads=2, pool=2, radius=radius, window=4, beta=0.6)
+    np.testing.assert_allclose(np.asarray(out.value_map), want_value, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.features), want_features, atol=1e-4)
+
+
+def test_ven_radius_restricts_attention(ven_setup):
+    target, refs, params = ven_setup
+    global_out = np.asarray(_apply(params, target, refs).features)
+    assert not np.allclose(np.asarray(_apply(params, target, refs, radius=0).features), global_out, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(_apply(params, target, refs, radius=5).features), global_out, atol=1e-5)
+
+
+@pytest.mark.parametrize("radius", [None, 1])
+def test_chunked_attention_equals_unchunked(ven_setup, radius):
+    target, refs, params = ven_setup
+    chunked = _apply(params, target, refs, radius=radius, query_chunk=16)  # 70 queries: 5 chunks, last padded
+    whole = _apply(params, target, refs, radius=radius, query_chunk=10_000)
+    np.testing.assert_allclose(np.asarray(chunked.features), np.asarray(whole.features), atol=1e-5)
+
+
+def test_dropkey_mask_drop_fraction():
+    shape = (8, 4, 64, 64)
+    dropped = np.asarray(motion.dropkey_mask(jax.random.PRNGKey(5), shape, 0.3))
+    assert dropped.dtype == bool and dropped.shape == shape
+    sigma = np.sqrt(0.3 * 0.7 / dropped.size)
+    assert abs(dropped.mean() - 0.3) < 5 * sigma
+    assert not np.asarray(motion.dropkey_mask(jax.random.PRNGKey(5), shape, 0.0)).any()
+
+
+def test_dropkey_is_random_in_training_and_off_in_eval(ven_setup):
+    target, refs, params = ven_setup
+    eval_a = np.asarray(_apply(params, target, refs, rng=jax.random.PRNGKey(1)).features)
+    eval_b = np.asarray(_apply(params, target, refs, rng=jax.random.PRNGKey(2)).features)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a = np.asarray(_apply(params, target, refs, train=True, rng=jax.random.PRNGKey(1)).features)
+    train_a2 = np.asarray(_apply(params, target, refs, train=True, rng=jax.random.PRNGKey(1)).features)
+    train_b = np.asarray(_apply(params, target, refs, train=True, rng=jax.random.PRNGKey(2)).features)
+    np.testing.assert_array_equal(train_a, train_a2)
+    assert np.all(np.isfinite(train_a))
+    assert not np.allclose(train_a, eval_a, atol=1e-4) and not np.allclose(train_a, train_b, atol=1e-4)
+
+
+def test_fully_dropped_rows_fall_back_to_all_keys(ven_setup):
+    """With rate 1 every logit is dropped, so every row falls back to its undropped keys: eval output."""
+    target, refs, params = ven_setup
+    for radius in (None, 1):
+        train = _apply(params, target, refs, train=True, rng=jax.random.PRNGKey(3), radius=radius, dropkey_rate=1.0)
+        np.testing.assert_allclose(
+            np.asarray(train.features), np.asarray(_apply(params, target, refs, radius=radius).features), atol=1e-6
+        )
+
+
+def test_ven_gradients_are_finite_with_dropkey_and_radius(ven_setup):
+    target, refs, params = ven_setup
+    model = motion.ValueExtractionNetwork(query_chunk=16, radius=1, **VEN_ARGS)
+
+    def loss(p, t, r):
+        out = model.apply({"params": p}, t, r, train=True, rngs={"dropkey": jax.random.PRNGKey(6)})
+        return jnp.sum(out.features**2)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, target, refs)
+    leaves = jax.tree.leaves(grads)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+    assert float(jnp.abs(grads[0]["query"]["kernel"]).sum()) > 0  # the attention path trains
+
+
+def test_ven_rejects_bad_shapes(ven_setup):
+    target, refs, params = ven_setup
+    with pytest.raises(ValueError, match="refs"):
+        _apply(params, target, refs[:, :, :5])
+    with pytest.raises(ValueError, match="num_heads"):
+        _apply(params, target, refs, num_heads=3)
