@@ -38,7 +38,7 @@ def time_train_step(config, steps: int) -> dict:
     replicated = sharding.replicated(mesh)
     state = jax.jit(init_fn, out_shardings=replicated)()
     step_fn = jax.jit(
-        lambda s, b: train.train_step(s, b, loss_fn=train.make_loss_fn(config, model), schedule=schedule),
+        lambda s, b: train.train_step(s, b, loss_fn=train.make_loss_fn(config, model, steps + 1), schedule=schedule),
         in_shardings=(replicated, sharding.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=0,

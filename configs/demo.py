@@ -25,6 +25,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.encoder.stem_width = 16
     config.model.encoder.stage_widths = (16, 32, 64, 64)
     config.model.reconstruction.radius = 4
+    config.model.ven.ven_window = 4
+    config.model.sampler.radius_max = 6
+    config.memory.bank_frames = 256
+    config.memory.bank_pixels = 32
+    config.memory.num_negatives = 512
     config.eval.run_at_end = True
     if arg == "debug":
         ytvos.shrink_for_tests(config)

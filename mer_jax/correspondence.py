@@ -11,6 +11,8 @@ distance mask, costs O(HW (tile + 2r)^2) memory instead of O((HW)^2), and turns 
 batched matrix products.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,12 +126,24 @@ def local_reconstruct(
     """
     if ref_fusion not in REF_FUSIONS:
         raise ValueError(f"ref_fusion must be one of {REF_FUSIONS}, got {ref_fusion!r}")
+    logits, v = _local_logits(query, keys, values, radius, temperature, tile, pixel_radius)
+    if ref_fusion == "joint":
+        weights = jax.nn.softmax(logits.reshape(*logits.shape[:4], -1), axis=-1)
+        out = jnp.einsum("byxqk,byxkv->byxqv", weights, v.reshape(*v.shape[:3], -1, v.shape[-1]))
+    else:
+        weights = jax.nn.softmax(logits, axis=-1)
+        per_ref = jnp.einsum("byxqrk,byxrkv->byxqrv", weights, v)
+        out = jnp.median(per_ref, axis=-2) if keys.shape[1] > 1 else per_ref[..., 0, :]
+    return untile_queries(out, *query.shape[1:3], tile)
+
+
+def _local_logits(query, keys, values, radius, temperature, tile, pixel_radius):
+    """Masked tiled logits [B, nTy, nTx, Q, R, K] and value windows [B, nTy, nTx, R, K, V]."""
     if query.shape[0] != keys.shape[0] or query.shape[1:] != keys.shape[2:]:
         raise ValueError(f"query {query.shape} and keys {keys.shape} must be [B,H,W,C] and [B,R,H,W,C]")
     if keys.shape[:4] != values.shape[:4]:
         raise ValueError(f"keys {keys.shape} and values {values.shape} must share [B, R, H, W]")
-    b, h, w, _ = query.shape
-    num_refs = keys.shape[1]
+    h, w = query.shape[1:3]
     distance, inside = window_distance(radius, tile), inside_image(h, w, radius, tile)
     q = tile_queries(query, tile)  # [B, nTy, nTx, Q, C]
     k = reference_windows(keys, radius, tile)  # [B, nTy, nTx, R, K, C]
@@ -142,12 +156,57 @@ def local_reconstruct(
         r_tiles = tile_queries(jnp.minimum(pixel_radius, radius)[..., None], tile)  # [B, nTy, nTx, Q, 1]
         allowed = (distance[None, None, None] <= r_tiles) & inside[None, :, :, None, :]
         allowed = allowed[:, :, :, :, None, :]
-    logits = jnp.where(allowed, logits, _MASKED_LOGIT)
-    if ref_fusion == "joint":
-        weights = jax.nn.softmax(logits.reshape(*logits.shape[:4], -1), axis=-1)
-        out = jnp.einsum("byxqk,byxkv->byxqv", weights, v.reshape(*v.shape[:3], -1, v.shape[-1]))
-    else:
-        weights = jax.nn.softmax(logits, axis=-1)
-        per_ref = jnp.einsum("byxqrk,byxrkv->byxqrv", weights, v)
-        out = jnp.median(per_ref, axis=-2) if num_refs > 1 else per_ref[..., 0, :]
-    return untile_queries(out, h, w, tile)
+    return jnp.where(allowed, logits, _MASKED_LOGIT), v
+
+
+class PositiveNegative(NamedTuple):
+    """Reconstructions with a memory bank of negatives (spec section 5)."""
+
+    positive: jax.Array  # [B, H, W, V] reconstruction from the local windows only
+    joint: jax.Array  # [B, H, W, V] reconstruction with the negatives in the softmax
+    log_positive_mass: jax.Array  # [B, H, W] log of the softmax mass on the local windows
+
+
+def local_reconstruct_with_negatives(
+    query: jax.Array,
+    keys: jax.Array,
+    values: jax.Array,
+    negative_keys: jax.Array,
+    negative_values: jax.Array,
+    negative_valid: jax.Array,
+    *,
+    radius: int,
+    temperature: float,
+    tile: int,
+    pixel_radius: jax.Array | None = None,
+) -> PositiveNegative:
+    """Joint softmax over each pixel's local windows (positives) and a set of negatives.
+
+    Args:
+      query, keys, values, radius, temperature, tile, pixel_radius: as `local_reconstruct`.
+      negative_keys: [B, M, C] negatives of each target frame (other videos' pixels).
+      negative_values: [B, M, V] their values.
+      negative_valid: [B, M] bool; invalid negatives are left out of the softmax.
+
+    Returns:
+      PositiveNegative: the positive-only reconstruction (equal to `local_reconstruct`), the
+      joint one, and the log probability mass on the positives.
+    """
+    logits, v = _local_logits(query, keys, values, radius, temperature, tile, pixel_radius)
+    positive = logits.reshape(*logits.shape[:4], -1)  # [B, nTy, nTx, Q, R*K]
+    q = tile_queries(query, tile)
+    negative = jnp.einsum("byxqc,bmc->byxqm", q, negative_keys) / temperature
+    negative = jnp.where(negative_valid[:, None, None, None, :], negative, _MASKED_LOGIT)
+    lse_positive = jax.nn.logsumexp(positive, axis=-1, keepdims=True)
+    lse_joint = jnp.logaddexp(lse_positive, jax.nn.logsumexp(negative, axis=-1, keepdims=True))
+    v = v.reshape(*v.shape[:3], -1, v.shape[-1])
+    positive_recon = jnp.einsum("byxqk,byxkv->byxqv", jnp.exp(positive - lse_positive), v)
+    joint_recon = jnp.einsum("byxqk,byxkv->byxqv", jnp.exp(positive - lse_joint), v) + jnp.einsum(
+        "byxqm,bmv->byxqv", jnp.exp(negative - lse_joint), negative_values
+    )
+    h, w = query.shape[1:3]
+    return PositiveNegative(
+        untile_queries(positive_recon, h, w, tile),
+        untile_queries(joint_recon, h, w, tile),
+        untile_queries(lse_positive - lse_joint, h, w, tile)[..., 0],
+    )

@@ -70,7 +70,7 @@ def load_exported(path: str) -> ExportedModel:
     """Reads an export written by `export` (or `python -m mer_jax.export`)."""
     config = checkpointing.load_config(path)
     variables = checkpointing.load_tree(os.path.join(os.path.abspath(path), VARIABLES_DIR))
-    return ExportedModel(mer.MER(encoder=dict(config.model.encoder)), variables, config)
+    return ExportedModel(train_state.build_model(config), variables, config)
 
 
 def load_for_inference(path: str) -> ExportedModel:
@@ -80,19 +80,23 @@ def load_for_inference(path: str) -> ExportedModel:
         return load_exported(path)
     if os.path.isdir(os.path.join(path, "checkpoints")):
         variables, config, _ = restore_variables(path)
-        return ExportedModel(mer.MER(encoder=dict(config.model.encoder)), variables, config)
+        return ExportedModel(train_state.build_model(config), variables, config)
     raise FileNotFoundError(
         f"{path} is neither an export (no {VARIABLES_DIR}/) nor a training workdir (no checkpoints/); "
         "pass --config.checkpoint=DIR of `python -m mer_jax.train` or `python -m mer_jax.export`"
     )
 
 
-def embed(exported: ExportedModel, frames: jax.Array) -> jax.Array:
-    """Features of uint8 RGB frames [B, H, W, 3] -> [B, ceil(H/4), ceil(W/4), embed_dim]."""
-    lab = color.uint8_rgb_to_normalized_lab(
-        frames, tuple(exported.config.data.lab_mean), tuple(exported.config.data.lab_std)
-    )
-    return exported.model.apply(exported.variables, lab[:, None], train=False)[:, 0]
+def embed(exported: ExportedModel, frames: jax.Array, flow: jax.Array | None = None) -> jax.Array:
+    """Features of uint8 RGB frames [B, H, W, 3] -> [B, ceil(H/4), ceil(W/4), embed_dim].
+
+    Models trained with `use_flow` need each frame's flow [B, H, W, 2] (pixels, to the frame
+    `flow_gap` earlier, e.g. from `mer_jax.flow.dis_flow`).
+    """
+    config = exported.config
+    lab = color.uint8_rgb_to_normalized_lab(frames, tuple(config.data.lab_mean), tuple(config.data.lab_std))
+    flow = None if flow is None else flow[:, None]
+    return exported.model.apply(exported.variables, lab[:, None], flow, train=False, refine=False).features[:, 0]
 
 
 def main(argv: list[str]) -> None:

@@ -35,14 +35,19 @@ class VideoSource(Protocol):
         """Frames [N] of video -> uint8 RGB [N, S, S, 3]."""
         ...
 
+    def read_flow(self, video: int, frames: np.ndarray) -> np.ndarray:
+        """Flow of frames [N] of video (to `flow_gap` frames earlier, pixels) -> float32 [N, S, S, 2]."""
+        ...
+
 
 class SyntheticSource:
     """The embedded procedural videos (`synthetic_video`), generated once in memory."""
 
-    def __init__(self, seed: int, num_videos: int, num_frames: int, num_objects: int, image_size: int):
+    def __init__(self, seed: int, num_videos: int, num_frames: int, num_objects: int, image_size: int, flow_gap: int):
         self.videos = synthetic_video.generate_videos(
-            seed, num_videos, num_frames=num_frames, height=image_size, width=image_size, num_objects=num_objects
-        )
+            seed, num_videos, num_frames=num_frames, height=image_size, width=image_size, num_objects=num_objects,
+            flow_gap=flow_gap,
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -53,6 +58,9 @@ class SyntheticSource:
     def read(self, video: int, frames: np.ndarray) -> np.ndarray:
         return self.videos[video].frames[frames]
 
+    def read_flow(self, video: int, frames: np.ndarray) -> np.ndarray:
+        return self.videos[video].flow[frames]
+
 
 def make_source(data_config, seed: int) -> VideoSource:
     """Builds the training video source named by `data_config.source`.
@@ -62,7 +70,9 @@ def make_source(data_config, seed: int) -> VideoSource:
         command that prepares it.
     """
     if data_config.source == "synthetic":
-        return SyntheticSource(seed, image_size=data_config.image_size, **data_config.synthetic)
+        return SyntheticSource(
+            seed, image_size=data_config.image_size, flow_gap=data_config.flow_gap, **data_config.synthetic
+        )
     if data_config.source == "tfds":
         data_dir = os.path.expanduser(data_config.data_dir)
         location = os.path.join(data_dir, data_config.name)
@@ -136,8 +146,9 @@ def clip_plan(
 class ClipLoader:
     """Iterates over this process's part of the global batches, from a given step on.
 
-    Yields dicts {'frames': uint8 [B_local, num_refs + 1, S, S, 3], 'video_id': int32 [B_local]},
-    prepared `prefetch` steps ahead in a background thread.
+    Yields dicts {'frames': uint8 [B_local, num_refs + 1, S, S, 3], 'video_id': int32 [B_local]}
+    (plus 'flow': float32 [B_local, num_refs + 1, S, S, 2] with `with_flow`), prepared `prefetch`
+    steps ahead in a background thread.
     """
 
     def __init__(
@@ -153,6 +164,7 @@ class ClipLoader:
         gap_probs: tuple[float, ...],
         clips_per_video: int,
         prefetch: int,
+        with_flow: bool = False,
     ):
         if global_batch % process_count:
             raise ValueError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
@@ -168,6 +180,7 @@ class ClipLoader:
         self.gap_probs = tuple(gap_probs)
         self.clips_per_video = clips_per_video
         self.prefetch = max(prefetch, 1)
+        self.with_flow = with_flow
 
     def load(self, step: int) -> Batch:
         """The local batch of `step`."""
@@ -179,7 +192,7 @@ class ClipLoader:
             seed=self.seed,
             clips_per_video=self.clips_per_video,
         )
-        clips = []
+        clips, flows = [], []
         for video, rng in zip(videos, rngs):
             num_frames = self.source.num_frames(video)
             try:
@@ -187,7 +200,12 @@ class ClipLoader:
             except ValueError as e:
                 raise ValueError(f"video {video} is too short for a training clip: {e}") from e
             clips.append(self.source.read(video, frames))
-        return {"frames": np.stack(clips), "video_id": videos}
+            if self.with_flow:
+                flows.append(self.source.read_flow(video, frames))
+        batch = {"frames": np.stack(clips), "video_id": videos}
+        if self.with_flow:
+            batch["flow"] = np.stack(flows).astype(np.float32)
+        return batch
 
     def iterate(self, start_step: int) -> Iterator[Batch]:
         """Batches of steps start_step, start_step + 1, ... (forever)."""

@@ -45,6 +45,8 @@ Batch = dict[str, jax.Array]
 @flax.struct.dataclass
 class TrainMetrics(clu_metrics.Collection):
     loss: clu_metrics.Average.from_output("loss")
+    loss_recon: clu_metrics.Average.from_output("loss_recon")
+    loss_pn: clu_metrics.Average.from_output("loss_pn")
     grad_norm: clu_metrics.Average.from_output("grad_norm")
     lr: clu_metrics.LastValue.from_output("lr")
 
@@ -57,11 +59,11 @@ def _global_norm(tree: Any) -> jax.Array:
 def train_step(
     state: train_state.TrainState, batch: Batch, *, loss_fn: Callable, schedule: optax.Schedule
 ) -> tuple[train_state.TrainState, TrainMetrics]:
-    """One optimisation step on a global batch {'frames': uint8 [B, N, H, W, 3], ...}."""
+    """One optimisation step on a global batch ('frames', 'video_id', and 'flow' with use_flow)."""
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_of(params):
-        return loss_fn(params, state.batch_stats, batch["frames"], rng)
+        return loss_fn(params, state.batch_stats, batch, rng, state.step, state.memory_bank)
 
     (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -70,9 +72,10 @@ def train_step(
         params=optax.apply_updates(state.params, updates),
         batch_stats=aux.batch_stats,
         opt_state=opt_state,
+        memory_bank=aux.memory_bank,
     )
     step_metrics = TrainMetrics.single_from_model_output(
-        loss=loss, grad_norm=_global_norm(grads), lr=schedule(state.step)
+        loss=loss, grad_norm=_global_norm(grads), lr=schedule(state.step), **aux.parts
     )
     return new_state, step_metrics
 
@@ -85,15 +88,26 @@ def num_train_steps(config: ml_collections.ConfigDict, num_videos: int) -> int:
     return math.ceil(clips / config.batch_size)
 
 
-def make_loss_fn(config: ml_collections.ConfigDict, model: mer.MER) -> Callable:
-    """`mer.clip_loss` bound to the config's hyper-parameters."""
+def make_loss_fn(config: ml_collections.ConfigDict, model: mer.MER, total_steps: int) -> Callable:
+    """`mer.clip_loss` bound to the config's hyper-parameters and switches."""
+    if config.model.use_pos_neg and config.model.reconstruction.ref_fusion != "joint":
+        raise ValueError("use_pos_neg needs model.reconstruction.ref_fusion='joint' (negatives join one softmax)")
+    loss = dict(config.loss)
+    if loss["gamma_ramp_steps"] <= 0:
+        loss["gamma_ramp_steps"] = total_steps
+    ven = config.model.ven
     return functools.partial(
         mer.clip_loss,
         model=model,
         lab_mean=tuple(config.data.lab_mean),
         lab_std=tuple(config.data.lab_std),
-        **config.model.reconstruction,
-        **config.loss,
+        reconstruction=dict(config.model.reconstruction),
+        loss=loss,
+        sampler_args=dict(config.model.sampler) if config.model.use_sampler else None,
+        weight_map_window=(ven.ven_window, ven.ven_beta) if config.model.use_weight_map else None,
+        memory=dict(bank_pixels=config.memory.bank_pixels, num_negatives=config.memory.num_negatives)
+        if config.model.use_pos_neg
+        else None,
     )
 
 
@@ -139,7 +153,7 @@ def train_and_evaluate(
         checkpointing.save_config(workdir, config)
 
     step_fn = jax.jit(
-        functools.partial(train_step, loss_fn=make_loss_fn(config, model), schedule=schedule),
+        functools.partial(train_step, loss_fn=make_loss_fn(config, model, total_steps), schedule=schedule),
         in_shardings=(replicated, sharding.batch_sharding(mesh)),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -155,6 +169,7 @@ def train_and_evaluate(
         gap_probs=tuple(config.data.gap_probs),
         clips_per_video=config.data.clips_per_video,
         prefetch=config.data.prefetch,
+        with_flow=config.model.use_flow,
     )
     writer = metric_writer.MetricWriter(workdir)
     if start_step == 0:
@@ -224,7 +239,7 @@ def evaluate_held_out(
     size = config.data.image_size
     videos = synthetic_video.generate_videos(
         config.eval.seed, config.eval.num_videos, num_frames=config.eval.num_frames, height=size, width=size,
-        num_objects=config.eval.num_objects,
+        num_objects=config.eval.num_objects, flow_gap=config.data.flow_gap,
     )  # fmt: skip
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     encoders = {

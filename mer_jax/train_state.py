@@ -1,4 +1,5 @@
-"""The train state (what a checkpoint holds), the optimizer, and their initialisation."""
+"""The train state (what a checkpoint holds), the model and optimizer built from a config, and
+their initialisation."""
 
 import functools
 from typing import Any, Callable
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from mer_jax import memory_bank
 from mer_jax.models import mer
 
 
@@ -20,6 +22,7 @@ class TrainState(flax.struct.PyTreeNode):
     batch_stats: Any
     opt_state: Any
     rng: jax.Array
+    memory_bank: memory_bank.MemoryBank | None
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
@@ -43,16 +46,50 @@ def make_optimizer(
     return tx, schedule
 
 
-def create_train_state(rng: jax.Array, model: mer.MER, tx: optax.GradientTransformation, clip_shape) -> TrainState:
-    """Initial state for clips of shape [B, N, H, W, 3]."""
+def build_model(config: ml_collections.ConfigDict) -> mer.MER:
+    """The `MER` module of a config (encoder, and flow fusion / VEN when switched on)."""
+    flow, ven = config.model.flow, config.model.ven
+    return mer.MER(
+        encoder=dict(config.model.encoder),
+        use_flow=config.model.use_flow,
+        flow=dict(
+            encoding=flow.flow_encoding,
+            alpha_init=flow.flow_alpha_init,
+            lab_mean=tuple(config.data.lab_mean),
+            lab_std=tuple(config.data.lab_std),
+        ),
+        use_ven=config.model.use_ven,
+        ven=dict(
+            num_heads=ven.ven_heads,
+            kv_pool=ven.ven_kv_pool,
+            query_chunk=ven.ven_query_chunk,
+            radius=ven.ven_radius or None,
+            dropkey_rate=ven.dropkey_rate,
+            window=ven.ven_window,
+            beta=ven.ven_beta,
+        ),
+    )
+
+
+def create_train_state(
+    rng: jax.Array,
+    model: mer.MER,
+    tx: optax.GradientTransformation,
+    clip_shape: tuple[int, ...],
+    bank: dict | None,
+) -> TrainState:
+    """Initial state for clips of shape [B, N, H, W, 3]; `bank` holds `memory_bank.create`'s
+    arguments, or None without the positive/negative loss."""
     init_rng, state_rng = jax.random.split(rng)
-    variables = model.init(init_rng, jnp.zeros(clip_shape, jnp.float32))
+    flow = jnp.zeros((*clip_shape[:-1], 2), jnp.float32) if model.use_flow else None
+    variables = model.init({"params": init_rng, "dropkey": init_rng}, jnp.zeros(clip_shape, jnp.float32), flow)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=variables["params"],
         batch_stats=variables["batch_stats"],
         opt_state=tx.init(variables["params"]),
         rng=state_rng,
+        memory_bank=memory_bank.create(**bank) if bank is not None else None,
         tx=tx,
     )
 
@@ -61,8 +98,16 @@ def make_initializer(
     config: ml_collections.ConfigDict, total_steps: int
 ) -> tuple[mer.MER, Callable[[], TrainState], optax.Schedule]:
     """The model, a function creating the initial TrainState, and the learning-rate schedule."""
-    model = mer.MER(encoder=dict(config.model.encoder))
+    model = build_model(config)
     tx, schedule = make_optimizer(total_steps, **config.optim)
     clip_shape = (1, config.data.num_refs + 1, config.data.image_size, config.data.image_size, 3)
-    init_fn = functools.partial(create_train_state, jax.random.PRNGKey(config.seed), model, tx, clip_shape)
+    bank = None
+    if config.model.use_pos_neg:
+        bank = dict(
+            bank_frames=config.memory.bank_frames,
+            bank_pixels=config.memory.bank_pixels,
+            key_dim=config.model.encoder.embed_dim,
+            value_dim=3,
+        )
+    init_fn = functools.partial(create_train_state, jax.random.PRNGKey(config.seed), model, tx, clip_shape, bank)
     return model, init_fn, schedule

@@ -303,7 +303,7 @@ def _np_ven(params, target, refs, *, heads, pool, radius, window, beta):
     head_dim = channels // heads
 
     def dense(x, name):
-        return x @ params[name]["kernel"] + params[name]["bias"]
+        return x @ params[name]["kernel"] + (params[name]["bias"] if "bias" in params[name] else 0.0)
 
     value = _np_value_map(target, refs, window, beta)
     pe = _np_position_encoding(height, width, channels)

@@ -165,7 +165,7 @@ def test_segment_video_follows_a_translating_pattern_and_adds_late_objects():
     first[8:24, 16:32] = 1
     late = np.zeros((32, 64), np.uint8)
     late[0:8, 40:56] = 2  # object 2 appears at frame 3
-    encoder = lambda f: np.asarray(f, np.float32)[:, 1::4, 1::4] / 255.0  # noqa: E731
+    encoder = lambda f, flow=None: np.asarray(f, np.float32)[:, 1::4, 1::4] / 255.0  # noqa: E731
     preset = propagation.Preset(
         context="crw", radius=3, temperature=0.001, topk=1, normalize=True, crw_context=1, tile=4
     )

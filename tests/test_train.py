@@ -112,13 +112,22 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
 
 
 def test_paper_config_train_step_traces_at_full_size():
+    """Full MER at the paper's size (batch 32, 256x256, 4096 negatives) traces with the right shapes."""
     config = ytvos.get_config()
     model, init_fn, schedule = train.train_state.make_initializer(config, total_steps=10)
     state = jax.eval_shape(init_fn)
-    frames = jax.ShapeDtypeStruct((config.batch_size, config.data.num_refs + 1, 256, 256, 3), np.uint8)
-    step = lambda s, b: train.train_step(s, b, loss_fn=train.make_loss_fn(config, model), schedule=schedule)  # noqa: E731
-    new_state, metrics = jax.eval_shape(step, state, {"frames": frames})
+    clip = (config.batch_size, config.data.num_refs + 1, 256, 256)
+    batch = {
+        "frames": jax.ShapeDtypeStruct((*clip, 3), np.uint8),
+        "flow": jax.ShapeDtypeStruct((*clip, 2), np.float32),
+        "video_id": jax.ShapeDtypeStruct((config.batch_size,), np.int32),
+    }
+    loss_fn = train.make_loss_fn(config, model, total_steps=10)
+    new_state, metrics = jax.eval_shape(
+        lambda s, b: train.train_step(s, b, loss_fn=loss_fn, schedule=schedule), state, batch
+    )
     assert jax.tree.map(lambda x: x.shape, new_state.params) == jax.tree.map(lambda x: x.shape, state.params)
+    assert new_state.memory_bank.keys.shape == (3250 * 256, 64)
     assert metrics.loss.total.shape == ()
 
 
@@ -152,15 +161,19 @@ def test_command_line_train_override_and_export(tmp_path):
     assert "Exported step 2" in result.stdout
     loaded = export.load_exported(str(exported))
     assert "opt_state" not in loaded.variables and set(loaded.variables) == {"params", "batch_stats"}
-    frames = np.random.default_rng(0).integers(0, 256, size=(2, 32, 40, 3), dtype=np.uint8)
-    features = export.embed(loaded, frames)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(2, 32, 40, 3), dtype=np.uint8)
+    flow = rng.normal(size=(2, 32, 40, 2)).astype(np.float32)
+    features = export.embed(loaded, frames, flow)
     assert features.shape == (2, 8, 10, loaded.config.model.encoder.embed_dim)
     # The same weights through the training code path give the same features.
     state = train.train_and_evaluate(loaded.config, str(workdir))  # already finished: restores only
+    lab = train.mer.color.uint8_rgb_to_normalized_lab(frames, (50.0, 0.0, 0.0), (50.0, 127.0, 127.0))
     direct = loaded.model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        train.mer.color.uint8_rgb_to_normalized_lab(frames, (50.0, 0.0, 0.0), (50.0, 127.0, 127.0))[:, None],
-    )[:, 0]
+        {"params": state.params, "batch_stats": state.batch_stats}, lab[:, None], flow[:, None], refine=False
+    ).features[:, 0]
     np.testing.assert_allclose(np.asarray(features), np.asarray(direct), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="fuses optical flow"):
+        export.embed(loaded, frames)
     with pytest.raises(FileExistsError):
         export.export(str(workdir), str(exported))

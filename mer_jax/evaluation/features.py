@@ -7,26 +7,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from mer_jax import color, export
+from mer_jax import flow as flow_lib
 from mer_jax.models import mer
 
 ENCODERS = ("trained", "lab")
 
 
 class FrameEncoder(Protocol):
-    """Maps uint8 RGB frames [T, H, W, 3] to features [T, ceil(H/4), ceil(W/4), C] (a jax.Array)."""
+    """Maps uint8 RGB frames [T, H, W, 3] (and optionally their flow [T, H, W, 2]) to features
+    [T, ceil(H/4), ceil(W/4), C] (a jax.Array)."""
 
-    def __call__(self, frames: np.ndarray) -> jax.Array: ...
+    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array: ...
 
 
 class TrainedEncoder:
-    """The trained MER encoder, applied `batch` frames at a time (jitted)."""
+    """The trained MER encoder, applied `batch` frames at a time (jitted).
+
+    A model trained with flow fusion gets each frame's flow: the given one, else OpenCV DIS flow
+    computed here (`flow.dis_flow`, with the training `flow_gap`).
+    """
 
     def __init__(self, model: export.ExportedModel, batch: int):
         self.model, self.batch = model, batch
-        self._embed = jax.jit(lambda frames: export.embed(model, frames))
+        self._embed = jax.jit(lambda frames, flow: export.embed(model, frames, flow))
 
-    def __call__(self, frames: np.ndarray) -> jax.Array:
-        chunks = [self._embed(frames[i : i + self.batch]) for i in range(0, len(frames), self.batch)]
+    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array:
+        if not self.model.model.use_flow:
+            flow = None
+        elif flow is None:
+            flow = flow_lib.dis_flow(frames, self.model.config.data.flow_gap)
+        chunks = [
+            self._embed(frames[i : i + self.batch], None if flow is None else flow[i : i + self.batch])
+            for i in range(0, len(frames), self.batch)
+        ]
         return jnp.concatenate(chunks)
 
 
@@ -38,7 +51,7 @@ class LabEncoder:
             lambda frames: mer.area_downsample(color.uint8_rgb_to_normalized_lab(frames, lab_mean, lab_std), 4)
         )
 
-    def __call__(self, frames: np.ndarray) -> jax.Array:
+    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array:
         return self._embed(frames)
 
 

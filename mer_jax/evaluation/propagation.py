@@ -322,6 +322,7 @@ def segment_video(
     object_ids: Sequence[int],
     *,
     output_size: tuple[int, int] | None = None,
+    flow: np.ndarray | None = None,
     progress=None,
 ):
     """Video object segmentation by label propagation.
@@ -335,12 +336,13 @@ def segment_video(
         the output is the annotation itself (over the prediction, for later ones).
       object_ids: every object id, in label-channel order (channel k + 1 is object_ids[k]).
       output_size: (H', W') of the output masks if it differs from the frames' size.
+      flow: optional [T, H, W, 2] flow of the frames for encoders that fuse flow.
       progress: optional tqdm bar advanced per frame.
 
     Yields:
       (t, id mask [H, W] or [H', W'] uint8) for every frame from the first annotated one on.
     """
-    features = encoder(frames)
+    features = encoder(frames, flow)
     h, w = features.shape[1:3]
     height, width = frames.shape[1:3]
     ids = np.asarray([0, *object_ids], np.uint8)

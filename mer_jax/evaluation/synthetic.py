@@ -2,7 +2,7 @@
 
 Every object visible in a video's first frame is propagated from its first-frame mask; the
 scores use the DAVIS definitions (`davis_metrics`), with objects that are absent from the first
-frame removed from the ground truth.
+frame removed from the ground truth. Encoders that fuse flow get the videos' exact flow.
 """
 
 import numpy as np
@@ -23,7 +23,10 @@ def evaluate(encoder, preset: propagation.Preset, videos: list[synthetic_video.S
         lookup[object_ids] = np.arange(1, len(object_ids) + 1)
         gt = lookup[video.masks]
         predicted = np.zeros_like(gt)
-        for t, mask in propagation.segment_video(encoder, propagator, video.frames, {0: video.masks[0]}, object_ids):
+        segments = propagation.segment_video(
+            encoder, propagator, video.frames, {0: video.masks[0]}, object_ids, flow=video.flow
+        )
+        for t, mask in segments:
             predicted[t] = lookup[mask]
         frames = davis_metrics.evaluate_sequence(gt, predicted, None, len(object_ids))
         for k in range(len(object_ids)):

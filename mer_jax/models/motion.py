@@ -365,7 +365,9 @@ class ValueExtractionNetwork(nn.Module):
         embedding = nn.Dense(c, name="value_mlp_out")(hidden) + pos
         head_dim = c // self.num_heads
         q = nn.Dense(c, name="query")(target + embedding).reshape(batch, h * w, self.num_heads, head_dim)
-        k = nn.Dense(c, name="key")(_average_pool(refs + pos, self.kv_pool))
+        # No key bias: it adds the same q.b to every logit of a query, so the softmax ignores it
+        # (its gradient is pure rounding noise, which Adam would amplify into random updates).
+        k = nn.Dense(c, use_bias=False, name="key")(_average_pool(refs + pos, self.kv_pool))
         v = nn.Dense(c, name="value")(_average_pool(refs, self.kv_pool))
         _, num_refs, rows, cols, _ = k.shape
         k = k.reshape(batch, num_refs * rows * cols, self.num_heads, head_dim)
