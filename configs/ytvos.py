@@ -85,6 +85,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.gamma_ramp_steps = -1  # <= 0: the whole run.
     config.loss.lambda_pn = 0.1
     config.loss.pn_recon_weight = 1.0
+    # Ours (docs/decisions.md): the positive/negative softmax on L2-normalised features at this
+    # temperature; False uses the raw features at model.reconstruction.temperature as the spec reads.
+    config.loss.pn_normalize = True
+    config.loss.pn_temperature = 0.07
 
     config.memory = ml_collections.ConfigDict()
     config.memory.bank_frames = 3250

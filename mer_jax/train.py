@@ -47,6 +47,7 @@ class TrainMetrics(clu_metrics.Collection):
     loss: clu_metrics.Average.from_output("loss")
     loss_recon: clu_metrics.Average.from_output("loss_recon")
     loss_pn: clu_metrics.Average.from_output("loss_pn")
+    recon_error: clu_metrics.Average.from_output("recon_error")
     grad_norm: clu_metrics.Average.from_output("grad_norm")
     lr: clu_metrics.LastValue.from_output("lr")
 
@@ -95,6 +96,8 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: mer.MER, total_steps:
     loss = dict(config.loss)
     if loss["gamma_ramp_steps"] <= 0:
         loss["gamma_ramp_steps"] = total_steps
+    if not loss["pn_normalize"]:
+        loss["pn_temperature"] = config.model.reconstruction.temperature
     ven = config.model.ven
     return functools.partial(
         mer.clip_loss,

@@ -8,6 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import davis, ytvos
+from configs.table4 import ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
@@ -17,6 +18,7 @@ VARIANTS = {
     "davis.py": [None, "debug"],
     "jhmdb.py": [None],
     "ytvos_val.py": [None],
+    "table4.py": [None, "demo", "debug"],
 }
 TRAINING = {"ytvos.py", "demo.py"}
 
@@ -47,7 +49,13 @@ def test_config_loads_with_the_reference_keys(name, variant):
     config_flags.DEFINE_config_file("config", flag_values=flag_values, lock_config=True)
     flag_values(["train", f"--config={path}"])
     config = flag_values.config
-    assert flat_keys(config) == (REFERENCE_KEYS if name in TRAINING else EVALUATION_KEYS)
+    if name == "table4.py":
+        assert flat_keys(config) - REFERENCE_KEYS == {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]} | {
+            "sweep.only"
+        }
+        assert REFERENCE_KEYS <= flat_keys(config)
+    else:
+        assert flat_keys(config) == (REFERENCE_KEYS if name in TRAINING else EVALUATION_KEYS)
 
 
 def test_unknown_variant_is_an_error():
@@ -64,6 +72,12 @@ def test_paper_hyper_parameters():
     assert tuple(config.model.encoder.stage_widths) == (64, 128, 256, 256) and config.model.encoder.embed_dim == 64
     assert config.model.reconstruction.radius == 6 and config.model.reconstruction.temperature == 1.0
     assert config.loss.loss_scale == 30.0 and config.loss.loss_channels == "dropped"
+    # Full MER by default, with the paper's hyper-parameters (MER_SPEC sections 3-5).
+    assert all(config.model[s] for s in ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg"))
+    assert (config.model.sampler.num_clusters, config.model.sampler.grow_threshold) == (5, 0.45)
+    assert (config.model.ven.ven_beta, config.model.ven.ven_heads, config.model.ven.ven_window) == (0.6, 4, 8)
+    assert (config.memory.bank_frames, config.memory.num_negatives, config.memory.bank_pixels) == (3250, 4096, 256)
+    assert (config.loss.lambda_pn, config.model.flow.flow_alpha_init, config.model.ven.dropkey_rate) == (0.1, 0.1, 0.1)
 
 
 def test_propagation_presets_of_the_spec():

@@ -86,6 +86,10 @@ def area_downsample(x: jax.Array, factor: int) -> jax.Array:
     return sums / counts
 
 
+def _l2_normalize(x: jax.Array) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def clip_loss(
     params: dict,
     batch_stats: dict,
@@ -115,7 +119,8 @@ def clip_loss(
       model: the `MER` module.
       lab_mean, lab_std: Lab normalisation.
       reconstruction: radius, temperature, tile, ref_fusion (see `correspondence.local_reconstruct`).
-      loss: loss_scale, loss_channels, gamma_ramp_steps (> 0), lambda_pn, pn_recon_weight.
+      loss: loss_scale, loss_channels, gamma_ramp_steps (> 0), lambda_pn, pn_recon_weight,
+        pn_normalize, pn_temperature (the positive/negative softmax's features and temperature).
       sampler_args: `sampler.pixel_radii` keyword arguments, or None for a fixed radius.
       weight_map_window: (ven_window, ven_beta) for the weight map's value map, or None for a
         plain mean (the VEN's own value map is used when it runs).
@@ -145,18 +150,20 @@ def clip_loss(
     if sampler_args is not None:
         pixel_radius = sampler.pixel_radii(out.features[:, -1], **sampler_args).radius
         window = sampler_args["radius_max"]
-    local = dict(radius=window, temperature=reconstruction["temperature"], tile=reconstruction["tile"])
+    local = dict(radius=window, tile=reconstruction["tile"], pixel_radius=pixel_radius)
+    prediction = correspondence.local_reconstruct(
+        out.query, refs, ref_colours, temperature=reconstruction["temperature"],
+        ref_fusion=reconstruction["ref_fusion"], **local,
+    )  # fmt: skip
     if memory is not None:
         negatives = memory_bank.sample_negatives(bank, negatives_rng, batch["video_id"], memory["num_negatives"])
+        query, keys, negative_keys = out.query, refs, negatives.keys
+        if loss["pn_normalize"]:
+            query, keys, negative_keys = (_l2_normalize(x) for x in (query, keys, negative_keys))
         pos_neg = correspondence.local_reconstruct_with_negatives(
-            out.query, refs, ref_colours, negatives.keys, negatives.values, negatives.valid,
-            pixel_radius=pixel_radius, **local,
+            query, keys, ref_colours, negative_keys, negatives.values, negatives.valid,
+            temperature=loss["pn_temperature"], **local,
         )  # fmt: skip
-        prediction = pos_neg.positive
-    else:
-        prediction = correspondence.local_reconstruct(
-            out.query, refs, ref_colours, ref_fusion=reconstruction["ref_fusion"], pixel_radius=pixel_radius, **local
-        )
     error_args = dict(loss_scale=loss["loss_scale"], loss_channels=loss["loss_channels"])
     errors = losses.reconstruction_error(prediction, clean[:, -1], dropped, **error_args)
     if weight_map_window is not None:
@@ -167,7 +174,9 @@ def clip_loss(
         recon_loss = losses.weighted_mean(errors, losses.weight_map(value_map, (height, width), gamma))
     else:
         recon_loss = jnp.mean(errors)
-    total, parts, new_bank = recon_loss, {"loss_recon": recon_loss, "loss_pn": jnp.zeros(())}, bank
+    # recon_error, the unweighted mean error, is comparable across switches and training time.
+    parts = {"loss_recon": recon_loss, "loss_pn": jnp.zeros(()), "recon_error": jnp.mean(errors)}
+    total, new_bank = recon_loss, bank
     if memory is not None:
         joint_errors = losses.reconstruction_error(pos_neg.joint, clean[:, -1], dropped, **error_args)
         pn_loss = losses.positive_mass_loss(pos_neg.log_positive_mass) + loss["pn_recon_weight"] * jnp.mean(
