@@ -1,6 +1,6 @@
 """Train-step time of baseline and full MER, split into encoder, VEN, sampler and loss.
 
-  python bench/train_step.py [--config=configs/demo.py] [--steps=10] [--json=PATH]
+  python bench/train_step.py [--config=configs/demo.py] [--steps=10] [--batch_size=N] [--json=PATH]
 
 For each config spec (repeatable; default: the demo config as full MER and as the all-off
 baseline) it times the jitted `train_step` (compilation excluded) on random clips, and each part
@@ -89,7 +89,7 @@ def bench(config, steps: int) -> dict:
         return out.features.sum()
 
     _, encoder_s = timed(jax.jit(jax.grad(encoder_loss)), state.params, repeats=steps)
-    features = jax.jit(lambda: model.apply(variables, inputs, flow, refine=False).features)()
+    features = jax.jit(lambda v, x, f: model.apply(v, x, f, refine=False).features)(variables, inputs, flow)
     parts = {"encoder": encoder_s, "ven": 0.0, "sampler": 0.0}
     if config.model.use_ven:
         ven = motion.ValueExtractionNetwork(**model.ven)
@@ -120,9 +120,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", help="config spec, ':baseline' suffix for all switches off")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=0, help="override the configs' batch size (0: keep)")
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
-    results = {spec: bench(load_config(spec), args.steps) for spec in args.config or DEFAULT_CONFIGS}
+    results = {}
+    for spec in args.config or DEFAULT_CONFIGS:
+        config = load_config(spec)
+        if args.batch_size:
+            config.batch_size = args.batch_size
+        results[spec] = bench(config, args.steps)
     header = ("config", "batch", "size", "step_s", "clips/s", "encoder", "ven", "sampler", "loss", "sampler%")
     print("{:34s} {:>5s} {:>5s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s}".format(*header))
     for spec, r in results.items():
