@@ -144,3 +144,11 @@ def test_flow_fusion_gets_gradients_from_the_loss():
     loss_fn = train.make_loss_fn(config, model, total_steps=10)
     grads = jax.grad(lambda p: loss_fn(p, state.batch_stats, batch, jax.random.PRNGKey(0), 0, None)[0])(state.params)
     assert float(jnp.abs(grads["flow_fusion"]["alpha"])) > 0
+
+
+def test_raw_feature_reading_of_the_pos_neg_loss_runs(tmp_path):
+    """pn_normalize=False: the spec's raw features at the reconstruction temperature."""
+    config = config_with(use_pos_neg=True)
+    config.loss.pn_normalize = False
+    state = train.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == 4

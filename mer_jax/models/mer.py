@@ -151,10 +151,6 @@ def clip_loss(
         pixel_radius = sampler.pixel_radii(out.features[:, -1], **sampler_args).radius
         window = sampler_args["radius_max"]
     local = dict(radius=window, tile=reconstruction["tile"], pixel_radius=pixel_radius)
-    prediction = correspondence.local_reconstruct(
-        out.query, refs, ref_colours, temperature=reconstruction["temperature"],
-        ref_fusion=reconstruction["ref_fusion"], **local,
-    )  # fmt: skip
     if memory is not None:
         negatives = memory_bank.sample_negatives(bank, negatives_rng, batch["video_id"], memory["num_negatives"])
         query, keys, negative_keys = out.query, refs, negatives.keys
@@ -163,6 +159,13 @@ def clip_loss(
         pos_neg = correspondence.local_reconstruct_with_negatives(
             query, keys, ref_colours, negative_keys, negatives.values, negatives.valid,
             temperature=loss["pn_temperature"], **local,
+        )  # fmt: skip
+    if memory is not None and not loss["pn_normalize"]:
+        prediction = pos_neg.positive  # The same softmax as the plain reconstruction: reuse it.
+    else:
+        prediction = correspondence.local_reconstruct(
+            out.query, refs, ref_colours, temperature=reconstruction["temperature"],
+            ref_fusion=reconstruction["ref_fusion"], **local,
         )  # fmt: skip
     error_args = dict(loss_scale=loss["loss_scale"], loss_channels=loss["loss_channels"])
     errors = losses.reconstruction_error(prediction, clean[:, -1], dropped, **error_args)
