@@ -8,7 +8,6 @@ sharpened by a compactness prior. The work is tiled and processed one row of til
 """
 
 import dataclasses
-import functools
 from typing import Sequence
 
 import cv2
@@ -255,6 +254,10 @@ def labels_to_mask(
     return jnp.argmax(up, axis=-1).astype(jnp.int32)
 
 
+# Compiled once per (shape, size, scale) and reused across videos of the same size.
+_labels_to_mask_jit = jax.jit(labels_to_mask, static_argnames=("height", "width", "foreground_scale", "output_size"))
+
+
 class Propagator:
     """Propagates labels through a sequence of cached features, frame by frame.
 
@@ -351,14 +354,10 @@ def segment_video(
         labels = labels_at_stride(mask, object_ids, h, w)
         where = np.ones((h, w), bool) if not seeds else labels[..., 1:].any(-1)
         seeds[t] = (labels, where)
-    to_mask = jax.jit(
-        functools.partial(
-            labels_to_mask, height=height, width=width, foreground_scale=propagator.preset.foreground_scale,
-            output_size=output_size,
-        )
-    )  # fmt: skip
+    mask_args = dict(height=height, width=width, foreground_scale=propagator.preset.foreground_scale)
+    mask_args["output_size"] = None if output_size is None else tuple(output_size)
     for t, soft in propagator(features, frames, seeds, progress):
-        mask = ids[np.asarray(to_mask(soft))]
+        mask = ids[np.asarray(_labels_to_mask_jit(soft, **mask_args))]
         if t in annotations:
             mask = np.where(annotations[t] > 0, annotations[t], mask if t > min(annotations) else 0).astype(np.uint8)
         yield t, mask
