@@ -3,9 +3,10 @@
   python -m data_prep.compute_flow --frames_root=PATH --output=FLOWDIR [--flow_gap=1] [--workers=N]
 
 `frames_root` holds one folder of frames per video (YouTube-VOS `train_all_frames/JPEGImages`,
-DAVIS `JPEGImages/480p`, ...). For every video this writes `FLOWDIR/<video>.npz` with
-`flow` float16 [T, H, W, 2] (frame t to frame t - flow_gap, pixels, (dx, dy); zero for
-t < flow_gap; OpenCV DIS, `mer_jax.flow.dis_flow`) and `frames` (the frame file names).
+DAVIS `JPEGImages/480p`, ...) and/or MP4/AVI files. For every video this writes
+`FLOWDIR/<video>.npz` with `flow` float16 [T, H, W, 2] (frame t to frame t - flow_gap, pixels,
+(dx, dy); zero for t < flow_gap; OpenCV DIS, `mer_jax.flow.dis_flow`) and `frames` (the frame
+file names; `00000`, `00001`, ... for a video file).
 
 Storage: float16 in a compressed npz. For |flow| < 64 px the rounding error is at most
 0.016 px (half the float16 spacing 2^-5 at 32-64 px; smaller for smaller vectors), far below
@@ -15,60 +16,58 @@ renamed when complete, so a killed run never leaves a half-written flow file beh
 """
 
 import concurrent.futures
+import multiprocessing
 import os
 
 import numpy as np
 import tqdm
 from absl import app, flags
 
+from data_prep import video_files
 from mer_jax import flow as flow_lib
-from mer_jax.evaluation import frames_io
 
 SUFFIX = ".npz"
 
 
-def video_names(frames_root: str) -> list[str]:
-    """Sorted names of the video folders under frames_root."""
-    if not os.path.isdir(frames_root):
-        raise FileNotFoundError(f"--frames_root {frames_root} is not a folder of video frame folders")
-    names = sorted(n for n in os.listdir(frames_root) if os.path.isdir(os.path.join(frames_root, n)))
-    if not names:
-        raise FileNotFoundError(f"no video folders in {frames_root}")
-    return names
+def flow_path(flow_root: str, video: str) -> str:
+    """Where the flow of `video` is stored."""
+    return os.path.join(flow_root, video + SUFFIX)
 
 
-def compute_video(frames_root: str, video: str, output: str, flow_gap: int) -> str:
+def compute_video(entry: video_files.VideoEntry, output: str, flow_gap: int) -> str:
     """Computes and atomically writes one video's flow; returns the file written (or found)."""
-    path = os.path.join(output, video + SUFFIX)
+    path = flow_path(output, entry.name)
     if os.path.exists(path):
         return path
-    folder = os.path.join(frames_root, video)
-    names = frames_io.list_frames(folder)
-    frames = frames_io.read_frames([os.path.join(folder, n) for n in names])
+    frames, names = video_files.read_video(entry)
     flow = flow_lib.dis_flow(frames, flow_gap)
-    temporary = os.path.join(output, f".{video}.{os.getpid()}.tmp{SUFFIX}")
-    np.savez_compressed(temporary, flow=flow.astype(np.float16), frames=np.asarray(names))
+    temporary = os.path.join(output, f".{entry.name}.{os.getpid()}.tmp{SUFFIX}")
+    np.savez_compressed(temporary, flow=flow.astype(np.float16), frames=np.asarray(names), flow_gap=flow_gap)
     os.replace(temporary, path)
     return path
 
 
-def load_flow(path: str) -> tuple[np.ndarray, list[str]]:
+def load_flow(path: str, flow_gap: int | None = None) -> tuple[np.ndarray, list[str]]:
     """(flow float32 [T, H, W, 2], frame names) of a file written by `compute_video`.
 
     Raises:
-      FileNotFoundError: no such file; ValueError: unreadable, wrong shape, or non-finite values.
+      FileNotFoundError: no such file; ValueError: unreadable, wrong shape, non-finite values, or
+        computed for another gap than `flow_gap` (when given).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"flow file {path} is missing: run python -m data_prep.compute_flow first")
     try:
         with np.load(path) as data:
             flow, names = data["flow"].astype(np.float32), [str(n) for n in data["frames"]]
+            stored_gap = int(data["flow_gap"]) if "flow_gap" in data else None
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"cannot read flow file {path}: {e}") from e
     if flow.ndim != 4 or flow.shape[-1] != 2 or len(names) != flow.shape[0]:
         raise ValueError(f"flow file {path} holds {flow.shape} for {len(names)} frames; expected [T, H, W, 2]")
     if not np.isfinite(flow).all():
         raise ValueError(f"flow file {path} contains NaN or infinite values")
+    if flow_gap is not None and stored_gap is not None and stored_gap != flow_gap:
+        raise ValueError(f"flow file {path} was computed with --flow_gap={stored_gap}, not {flow_gap}")
     return flow, names
 
 
@@ -76,17 +75,23 @@ def compute_all(frames_root: str, output: str, flow_gap: int, workers: int) -> l
     """Flow for every video of frames_root (in `workers` processes), with a progress bar."""
     if flow_gap < 1:
         raise ValueError(f"--flow_gap must be >= 1, got {flow_gap}")
-    videos = video_names(frames_root)
+    videos = video_files.list_videos(frames_root)
     os.makedirs(output, exist_ok=True)
-    todo = [v for v in videos if not os.path.exists(os.path.join(output, v + SUFFIX))]
+    todo = [v for v in videos if not os.path.exists(flow_path(output, v.name))]
     print(f"{len(videos) - len(todo)} of {len(videos)} videos already done; computing {len(todo)}")
-    with concurrent.futures.ProcessPoolExecutor(max(workers, 1)) as pool:
-        futures = [pool.submit(compute_video, frames_root, v, output, flow_gap) for v in todo]
-        for future in tqdm.tqdm(
-            concurrent.futures.as_completed(futures), total=len(futures), desc="flow", unit="video"
-        ):
-            future.result()
-    return [os.path.join(output, v + SUFFIX) for v in videos]
+    if workers <= 1:
+        for entry in tqdm.tqdm(todo, desc="flow", unit="video"):
+            compute_video(entry, output, flow_gap)
+    else:
+        # Spawned, not forked: the caller may have started threads (JAX does) that fork would copy.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(compute_video, v, output, flow_gap) for v in todo]
+            for future in tqdm.tqdm(
+                concurrent.futures.as_completed(futures), total=len(futures), desc="flow", unit="video"
+            ):
+                future.result()
+    return [flow_path(output, v.name) for v in videos]
 
 
 def main(argv: list[str]) -> None:
@@ -97,7 +102,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("frames_root", None, "Folder with one folder of frames per video.")
+    flags.DEFINE_string("frames_root", None, "Folder with one folder of frames (or one MP4/AVI file) per video.")
     flags.DEFINE_string("output", None, "Where to write <video>.npz flow files.")
     flags.DEFINE_integer("flow_gap", 1, "Flow of frame t points to frame t - flow_gap.")
     flags.DEFINE_integer("workers", os.cpu_count() or 1, "Parallel processes.")

@@ -10,38 +10,32 @@ own slice of every global batch.
 import collections
 import concurrent.futures
 import functools
-import os
 from typing import Iterator, Protocol
 
 import numpy as np
 
-from mer_jax import synthetic_video
+from mer_jax import synthetic_video, video_dataset
 
 Batch = dict[str, np.ndarray]
-DATA_PREP_COMMAND = (
-    "python -m data_prep.build --dataset=ytvos --frames_root=YTVOS/train_all_frames/JPEGImages "
-    "--flow_root=FLOWDIR --data_dir={data_dir}"
-)
 
 
 class VideoSource(Protocol):
-    """Random access to the frames of a set of videos, already at training size."""
+    """Random access to the frames (and flow) of a set of videos, at training size S x S."""
 
     def __len__(self) -> int: ...
 
     def num_frames(self, video: int) -> int: ...
 
-    def read(self, video: int, frames: np.ndarray) -> np.ndarray:
-        """Frames [N] of video -> uint8 RGB [N, S, S, 3]."""
-        ...
+    def name(self, video: int) -> str: ...
 
-    def read_flow(self, video: int, frames: np.ndarray) -> np.ndarray:
-        """Flow of frames [N] of video (to `flow_gap` frames earlier, pixels) -> float32 [N, S, S, 2]."""
+    def read(self, video: int, frames: np.ndarray, with_flow: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames [N] of video -> (uint8 RGB [N, S, S, 3], float32 [N, S, S, 2] flow to `flow_gap`
+        frames earlier in pixels, or None without `with_flow`)."""
         ...
 
 
 class SyntheticSource:
-    """The embedded procedural videos (`synthetic_video`), generated once in memory."""
+    """The embedded procedural videos (`synthetic_video`, exact flow), generated once in memory."""
 
     def __init__(self, seed: int, num_videos: int, num_frames: int, num_objects: int, image_size: int, flow_gap: int):
         self.videos = synthetic_video.generate_videos(
@@ -55,11 +49,12 @@ class SyntheticSource:
     def num_frames(self, video: int) -> int:
         return self.videos[video].frames.shape[0]
 
-    def read(self, video: int, frames: np.ndarray) -> np.ndarray:
-        return self.videos[video].frames[frames]
+    def name(self, video: int) -> str:
+        return f"synthetic_{video}"
 
-    def read_flow(self, video: int, frames: np.ndarray) -> np.ndarray:
-        return self.videos[video].flow[frames]
+    def read(self, video: int, frames: np.ndarray, with_flow: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        clip = self.videos[video]
+        return clip.frames[frames], (clip.flow[frames] if with_flow else None)
 
 
 def make_source(data_config, seed: int) -> VideoSource:
@@ -68,23 +63,15 @@ def make_source(data_config, seed: int) -> VideoSource:
     Raises:
       FileNotFoundError: the prepared dataset is missing, naming where it was looked for and the
         command that prepares it.
+      ValueError: the dataset does not match the config (flow gap) or is inconsistent.
     """
     if data_config.source == "synthetic":
         return SyntheticSource(
             seed, image_size=data_config.image_size, flow_gap=data_config.flow_gap, **data_config.synthetic
         )
     if data_config.source == "tfds":
-        data_dir = os.path.expanduser(data_config.data_dir)
-        location = os.path.join(data_dir, data_config.name)
-        if not os.path.isdir(location):
-            raise FileNotFoundError(
-                f"No prepared '{data_config.name}' dataset at {location} (config.data.data_dir="
-                f"{data_config.data_dir!r}). Prepare it with\n  {DATA_PREP_COMMAND.format(data_dir=data_dir)}\n"
-                "or train on the embedded videos with --config=configs/demo.py."
-            )
-        raise NotImplementedError(
-            f"Found {location}, but reading prepared TFDS datasets is not part of this version of "
-            "mer_jax yet (it arrives with the data-preparation tools)."
+        return video_dataset.TfdsSource(
+            data_config.data_dir, data_config.name, image_size=data_config.image_size, flow_gap=data_config.flow_gap
         )
     raise ValueError(f"config.data.source must be 'synthetic' or 'tfds', got {data_config.source!r}")
 
@@ -148,7 +135,8 @@ class ClipLoader:
 
     Yields dicts {'frames': uint8 [B_local, num_refs + 1, S, S, 3], 'video_id': int32 [B_local]}
     (plus 'flow': float32 [B_local, num_refs + 1, S, S, 2] with `with_flow`), prepared `prefetch`
-    steps ahead in a background thread.
+    steps ahead in a background thread, the clips of a batch read by `num_workers` threads
+    (decoding in OpenCV and zlib releases the GIL).
     """
 
     def __init__(
@@ -165,11 +153,20 @@ class ClipLoader:
         clips_per_video: int,
         prefetch: int,
         with_flow: bool = False,
+        num_workers: int = 1,
     ):
         if global_batch % process_count:
             raise ValueError(f"batch_size {global_batch} is not divisible by the {process_count} processes")
         if len(frame_gaps) != len(gap_probs) or not np.isclose(sum(gap_probs), 1.0):
             raise ValueError(f"gap_probs {gap_probs} must match frame_gaps {frame_gaps} and sum to 1")
+        needed = num_refs * min(frame_gaps) + 1
+        too_short = [v for v in range(len(source)) if source.num_frames(v) < needed]
+        if too_short:
+            listed = ", ".join(f"{source.name(v)} ({source.num_frames(v)} frames)" for v in too_short[:10])
+            raise ValueError(
+                f"{len(too_short)} videos are too short for a clip of {num_refs + 1} frames {min(frame_gaps)} apart "
+                f"(at least {needed} frames): {listed}. Rebuild the dataset with --min_frames={needed} --skip_bad."
+            )
         local = global_batch // process_count
         self.positions = range(process_index * local, (process_index + 1) * local)
         self.source = source
@@ -181,6 +178,11 @@ class ClipLoader:
         self.clips_per_video = clips_per_video
         self.prefetch = max(prefetch, 1)
         self.with_flow = with_flow
+        self.readers = concurrent.futures.ThreadPoolExecutor(max(num_workers, 1))
+
+    def _read_clip(self, video: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        frames = sample_clip(rng, self.source.num_frames(video), self.num_refs, self.frame_gaps, self.gap_probs)
+        return self.source.read(video, frames, self.with_flow)
 
     def load(self, step: int) -> Batch:
         """The local batch of `step`."""
@@ -192,19 +194,10 @@ class ClipLoader:
             seed=self.seed,
             clips_per_video=self.clips_per_video,
         )
-        clips, flows = [], []
-        for video, rng in zip(videos, rngs):
-            num_frames = self.source.num_frames(video)
-            try:
-                frames = sample_clip(rng, num_frames, self.num_refs, self.frame_gaps, self.gap_probs)
-            except ValueError as e:
-                raise ValueError(f"video {video} is too short for a training clip: {e}") from e
-            clips.append(self.source.read(video, frames))
-            if self.with_flow:
-                flows.append(self.source.read_flow(video, frames))
-        batch = {"frames": np.stack(clips), "video_id": videos}
+        clips = list(self.readers.map(self._read_clip, videos, rngs))
+        batch = {"frames": np.stack([frames for frames, _ in clips]), "video_id": videos}
         if self.with_flow:
-            batch["flow"] = np.stack(flows).astype(np.float32)
+            batch["flow"] = np.stack([flow for _, flow in clips]).astype(np.float32)
         return batch
 
     def iterate(self, start_step: int) -> Iterator[Batch]:

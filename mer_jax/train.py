@@ -173,6 +173,7 @@ def train_and_evaluate(
         clips_per_video=config.data.clips_per_video,
         prefetch=config.data.prefetch,
         with_flow=config.model.use_flow,
+        num_workers=config.data.num_workers,
     )
     writer = metric_writer.MetricWriter(workdir)
     if start_step == 0:

@@ -21,11 +21,14 @@ class FakeSource:
     def num_frames(self, video):
         return self.lengths[video]
 
-    def read(self, video, frames):
+    def name(self, video):
+        return f"fake_{video}"
+
+    def read(self, video, frames, with_flow=False):
         assert np.all(frames >= 0) and np.all(frames < self.lengths[video])
         out = np.zeros((len(frames), 2, 2, 3), np.uint8)
         out[..., 0], out[..., 1] = video, np.asarray(frames)[:, None, None]
-        return out
+        return out, (out[..., :2].astype(np.float32) if with_flow else None)
 
 
 def loader(source, **overrides):
@@ -63,8 +66,8 @@ def test_short_videos_fall_back_to_the_smallest_gap_or_fail_clearly():
         np.testing.assert_array_equal(np.diff(frames), [2, 2])
     with pytest.raises(ValueError, match="needs more than 4"):
         input_pipeline.sample_clip(rng, 4, 2, (2, 3, 5), (0.4, 0.4, 0.2))
-    with pytest.raises(ValueError, match="video 1 is too short"):
-        loader(FakeSource([30, 3, 30, 30])).load(0)
+    with pytest.raises(ValueError, match=r"1 videos are too short .* \(at least 5 frames\): fake_1 \(3 frames\)"):
+        loader(FakeSource([30, 3, 30, 30]))
 
 
 def test_every_epoch_visits_every_video_once():
@@ -115,9 +118,11 @@ def test_synthetic_source_serves_generated_frames():
     config = ytvos.get_config("debug")
     source = input_pipeline.make_source(config.data, seed=0)
     assert len(source) == config.data.synthetic.num_videos
-    frames = source.read(1, np.array([0, 2, 4]))
+    frames, flow = source.read(1, np.array([0, 2, 4]), with_flow=True)
     assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
     np.testing.assert_array_equal(frames, source.videos[1].frames[[0, 2, 4]])
+    np.testing.assert_array_equal(flow, source.videos[1].flow[[0, 2, 4]])
+    assert source.read(1, np.array([0]))[1] is None
 
 
 def test_unknown_source_is_rejected():

@@ -1,0 +1,230 @@
+"""data_prep.build: datasets written from generated videos read back exactly; bad data is named."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from configs import ytvos
+from data_prep import build, video_files
+from mer_jax import input_pipeline, resize, synthetic_video, train, video_dataset
+from tests import fake_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_video(tmp_path, name, clip, frames_root="frames", flow_gap=1):
+    """Frames as JPEG folder <frames_root>/<name>/ and its exact flow as flow/<name>.npz (in the
+    compute_flow format); returns the frames as decoded from the JPEGs."""
+    names = [f"{t:05d}.jpg" for t in range(len(clip.frames))]
+    for frame, frame_name in zip(clip.frames, names):
+        fake_data.write_jpeg(str(tmp_path / frames_root / name / frame_name), frame)
+    os.makedirs(tmp_path / "flow", exist_ok=True)
+    flow16 = clip.flow.astype(np.float16)
+    np.savez_compressed(tmp_path / "flow" / f"{name}.npz", flow=flow16, frames=np.asarray(names), flow_gap=flow_gap)
+    return np.stack([cv2.imread(str(tmp_path / frames_root / name / n))[..., ::-1] for n in names])
+
+
+def jpeg_round_trip(frame, quality=90):
+    """What the dataset stores for an RGB frame: its decoded JPEG at `quality`."""
+    encoded = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def clip(seed, num_frames=7, height=24, width=40):
+    return synthetic_video.generate_video(seed, num_frames=num_frames, height=height, width=width, num_objects=1)
+
+
+def test_frames_and_flow_read_back_exactly_as_written(tmp_path):
+    clips = {"b_video": clip(0, num_frames=7), "a_video": clip(1, num_frames=9)}
+    stored = {name: write_video(tmp_path, name, c) for name, c in clips.items()}
+    path, skipped = build.build(
+        "ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"), image_size=0
+    )
+    assert skipped == [] and path == os.path.join(str(tmp_path / "tfds"), "ytvos", "1.0.0")
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=0, flow_gap=1)
+    assert [source.name(v) for v in range(len(source))] == ["a_video", "b_video"]  # sorted by name
+    source.size = (24, 40)  # Read at the stored size: no resize.
+    for video, name in enumerate(["a_video", "b_video"]):
+        assert source.num_frames(video) == len(clips[name].frames)
+        frames = np.arange(source.num_frames(video))
+        images, flow = source.read(video, frames, with_flow=True)
+        expected = np.stack([jpeg_round_trip(f) for f in stored[name]])
+        np.testing.assert_array_equal(images, expected)
+        np.testing.assert_array_equal(flow, clips[name].flow.astype(np.float16).astype(np.float32))
+
+
+def test_frames_are_stored_resized_with_their_flow_rescaled(tmp_path):
+    c = clip(2, height=24, width=40)
+    stored = write_video(tmp_path, "vid", c)
+    build.build("folder", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
+                image_size=16)  # fmt: skip
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "folder", image_size=16, flow_gap=1)
+    images, flow = source.read(0, np.array([1, 3, 6]), with_flow=True)
+    assert images.shape == (3, 16, 16, 3) and flow.shape == (3, 16, 16, 2)
+    expected = [jpeg_round_trip(cv2.resize(stored[t], (16, 16), interpolation=cv2.INTER_AREA)) for t in (1, 3, 6)]
+    np.testing.assert_array_equal(images, np.stack(expected))
+    field = c.flow[3].astype(np.float16).astype(np.float32)
+    reference = cv2.resize(field, (16, 16), interpolation=cv2.INTER_AREA) * np.array([16 / 40, 16 / 24])
+    np.testing.assert_allclose(flow[1], reference.astype(np.float16), rtol=1e-3, atol=1e-3)
+
+
+def test_resize_flow_scales_vectors_by_the_size_ratios():
+    flow = np.zeros((32, 64, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 3.0, -2.0
+    np.testing.assert_allclose(resize.resize_flow(flow, (16, 16)), np.broadcast_to([0.75, -1.0], (16, 16, 2)))
+    np.testing.assert_allclose(resize.resize_flow(flow, (64, 128)), np.broadcast_to([6.0, -4.0], (64, 128, 2)))
+
+
+def test_reading_at_another_size_resizes_frames_and_flow_together(tmp_path):
+    c = clip(3, height=32, width=32)
+    write_video(tmp_path, "vid", c)
+    build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
+                image_size=32)  # fmt: skip
+    full = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=32, flow_gap=1)
+    half = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=16, flow_gap=1)
+    frames = np.array([2, 4])
+    (big, big_flow), (small, small_flow) = full.read(0, frames, True), half.read(0, frames, True)
+    np.testing.assert_array_equal(small, np.stack([resize.resize_frame(f, (16, 16)) for f in big]))
+    np.testing.assert_allclose(small_flow, np.stack([resize.resize_flow(f, (16, 16)) for f in big_flow]), atol=1e-6)
+    np.testing.assert_allclose(small_flow.mean(), big_flow.mean() / 2, atol=1e-3)
+
+
+def test_folder_dataset_reads_video_files_and_davis_uses_the_train_split(tmp_path):
+    c = clip(4, num_frames=6, height=32, width=32)
+    os.makedirs(tmp_path / "videos")
+    writer = cv2.VideoWriter(str(tmp_path / "videos" / "movie.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for frame in c.frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    write_video(tmp_path, "clip_folder", c, frames_root="videos")
+    build.build("folder", str(tmp_path / "videos"), str(tmp_path / "tfds"), image_size=0)  # DIS flow computed here
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "folder", image_size=32, flow_gap=1)
+    assert [source.name(v) for v in range(len(source))] == ["clip_folder", "movie"]
+    assert source.num_frames(1) == 6
+    movie, flow = source.read(1, np.arange(6), True)
+    assert np.abs(movie.astype(int) - c.frames).mean() < 8  # MJPG + JPEG, not exact
+    np.testing.assert_array_equal(flow[0], 0.0)
+    assert np.isfinite(flow).all() and np.abs(flow[1:]).max() > 0.05
+
+    davis = tmp_path / "DAVIS"
+    for name, seed in (("train_seq", 5), ("val_seq", 6)):
+        write_video(tmp_path, name, clip(seed), frames_root="DAVIS/JPEGImages/480p")
+    os.makedirs(davis / "ImageSets" / "2017")
+    (davis / "ImageSets" / "2017" / "train.txt").write_text("train_seq\n")
+    entries = video_files.list_videos(str(davis / "JPEGImages" / "480p"), "davis")
+    assert [e.name for e in entries] == ["train_seq"]
+
+
+def make_bad_videos(tmp_path):
+    """Five good-looking videos, each broken in one way, plus one good video."""
+    for i, name in enumerate(["corrupt", "good", "mismatch", "nan_flow", "no_flow", "short"]):
+        write_video(tmp_path, name, clip(10 + i, num_frames=3 if name == "short" else 6))
+    (tmp_path / "frames" / "corrupt" / "00002.jpg").write_bytes(b"not a jpeg")
+    os.remove(tmp_path / "flow" / "no_flow.npz")
+    bad = np.full((6, 24, 40, 2), np.nan, np.float16)
+    np.savez(tmp_path / "flow" / "nan_flow.npz", flow=bad, frames=np.asarray([f"{t:05d}.jpg" for t in range(6)]))
+    small = np.zeros((6, 12, 20, 2), np.float16)
+    np.savez(tmp_path / "flow" / "mismatch.npz", flow=small, frames=np.asarray([f"{t:05d}.jpg" for t in range(6)]))
+
+
+EXPECTED_ERRORS = {
+    "corrupt": r"video corrupt: cannot decode image .*corrupt.00002\.jpg",
+    "mismatch": r"video mismatch: flow file .*mismatch\.npz is 20x12 but the frames in .* are 40x24",
+    "nan_flow": r"video nan_flow: flow file .*nan_flow\.npz contains NaN",
+    "no_flow": r"video no_flow: flow file .*no_flow\.npz is missing",
+    "short": r"video short: .*short has 3 frames, fewer than a training clip needs \(--min_frames=5\)",
+}
+
+
+def test_each_bad_video_stops_the_build_with_a_message_naming_it(tmp_path):
+    make_bad_videos(tmp_path)
+    for name, pattern in EXPECTED_ERRORS.items():
+        lst = tmp_path / f"{name}.txt"
+        lst.write_text(f"{name}\n")
+        with pytest.raises(video_files.BadVideoError, match=pattern):
+            build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
+                        video_list=str(lst))  # fmt: skip
+        assert not os.path.exists(tmp_path / "tfds" / "ytvos")  # Nothing half-built is left behind.
+
+
+def test_skip_bad_builds_the_rest_and_prints_a_summary(tmp_path):
+    make_bad_videos(tmp_path)
+    command = [sys.executable, "-m", "data_prep.build", "--dataset=ytvos", f"--frames_root={tmp_path / 'frames'}",
+               f"--flow_root={tmp_path / 'flow'}", f"--data_dir={tmp_path / 'tfds'}", "--skip_bad", "--workers=2",
+               "--image_size=16"]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = result.stdout[result.stdout.index("Skipped 5 bad videos:") :]
+    for pattern in EXPECTED_ERRORS.values():
+        assert any(__import__("re").search(pattern, line) for line in summary.splitlines()), pattern
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=16, flow_gap=1)
+    assert [source.name(v) for v in range(len(source))] == ["good"]
+    metadata = json.loads((tmp_path / "tfds" / "ytvos" / "1.0.0" / "metadata.json").read_text())
+    assert len(metadata["skipped"]) == 5 and metadata["image_size"] == 16
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode != 0 and "already exists: delete it or pass --overwrite" in again.stderr
+
+
+def test_reading_reports_config_mismatches_and_corrupt_records(tmp_path):
+    write_video(tmp_path, "vid", clip(20))
+    build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
+                image_size=16)  # fmt: skip
+    with pytest.raises(ValueError, match="flow_gap=1 or rebuild with --flow_gap=2"):
+        video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=16, flow_gap=2)
+    with pytest.raises(FileNotFoundError, match="python -m data_prep.build --dataset=ytvos"):
+        video_dataset.TfdsSource(str(tmp_path / "tfds"), "davis", image_size=16, flow_gap=1)
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=16, flow_gap=1)
+    original = source.records.__getitems__
+
+    def corrupt(indices, field, value):
+        examples = original(indices)
+        for example in examples:
+            example[field] = value
+        return examples
+
+    source.records.__getitems__ = lambda i: corrupt(i, "jpeg", np.zeros(10, np.uint8))
+    with pytest.raises(ValueError, match="frame 2 of video vid in .*cannot be decoded"):
+        source.read(0, np.array([2]))
+    source.records.__getitems__ = lambda i: corrupt(i, "flow", np.full((16, 16, 2), np.nan, np.float16))
+    with pytest.raises(ValueError, match="frame 2 of video vid in .*NaN"):
+        source.read(0, np.array([2]), with_flow=True)
+    source.records.__getitems__ = lambda i: corrupt(i, "flow", np.zeros((8, 16, 2), np.float16))
+    with pytest.raises(ValueError, match="flow is 16x8 but the frame is 16x16"):
+        source.read(0, np.array([2]), with_flow=True)
+
+
+def test_too_short_videos_are_named_before_training(tmp_path):
+    write_video(tmp_path, "long", clip(30, num_frames=6))
+    write_video(tmp_path, "brief", clip(31, num_frames=3))
+    build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
+                image_size=16, min_frames=1)  # fmt: skip
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=16, flow_gap=1)
+    with pytest.raises(ValueError, match=r"1 videos are too short .* brief \(3 frames\)"):
+        input_pipeline.ClipLoader(source, global_batch=2, process_index=0, process_count=1, seed=0, num_refs=2,
+                                  frame_gaps=(2, 3), gap_probs=(0.5, 0.5), clips_per_video=1, prefetch=1)  # fmt: skip
+
+
+def test_training_runs_from_a_built_dataset(tmp_path):
+    for i in range(4):
+        write_video(tmp_path, f"video_{i}", clip(40 + i, num_frames=12, height=40, width=48))
+    build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
+                image_size=32, workers=2)  # fmt: skip
+    config = ytvos.get_config("debug")
+    config.data.source = "tfds"
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.num_train_steps = 3
+    state = train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert int(state.step) == 3
+    loader = input_pipeline.ClipLoader(
+        input_pipeline.make_source(config.data, config.seed), global_batch=4, process_index=0, process_count=1,
+        seed=0, num_refs=2, frame_gaps=(2, 3, 5), gap_probs=(0.4, 0.4, 0.2), clips_per_video=1, prefetch=1,
+        with_flow=True, num_workers=2,
+    )  # fmt: skip
+    batch = loader.load(0)
+    assert batch["frames"].shape == (4, 3, 32, 32, 3) and batch["flow"].shape == (4, 3, 32, 32, 2)
+    np.testing.assert_array_equal(sorted(batch["video_id"]), [0, 1, 2, 3])
