@@ -6,17 +6,19 @@ definitions (the same as OpenCV's float `COLOR_RGB2Lab`, which the tests use as 
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-# sRGB (linear) -> XYZ, D65 white point (IEC 61966-2-1).
-_RGB_TO_XYZ = jnp.array(
+# sRGB (linear) -> XYZ, D65 white point (IEC 61966-2-1). NumPy, not jnp: module constants must not
+# start the JAX backend at import (jax.distributed.initialize has to come first).
+_RGB_TO_XYZ = np.array(
     [
         [0.412453, 0.357580, 0.180423],
         [0.212671, 0.715160, 0.072169],
         [0.019334, 0.119193, 0.950227],
     ],
-    dtype=jnp.float32,
+    dtype=np.float32,
 )
-_D65_WHITE = jnp.array([0.950456, 1.0, 1.088754], dtype=jnp.float32)
+_D65_WHITE = np.array([0.950456, 1.0, 1.088754], dtype=np.float32)
 _EPSILON = (6.0 / 29.0) ** 3
 _KAPPA_SLOPE = (29.0 / 6.0) ** 2 / 3.0
 

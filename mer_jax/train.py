@@ -1,5 +1,8 @@
 """Training: `python -m mer_jax.train --config=configs/demo.py --workdir=DIR`.
 
+Multi-process (several hosts, or several processes on one): run the same command in each process
+with `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (see `distributed`).
+
 `train_and_evaluate` builds the model, optimizer and data, restores the latest checkpoint in
 `workdir` (or initialises), and runs the jitted, data-parallel `train_step` to the end, writing
 TensorBoard scalars and checkpoints. Killing and restarting the same command resumes from the
@@ -19,6 +22,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import tqdm
 from absl import app, flags, logging
@@ -28,6 +32,7 @@ from ml_collections import config_flags
 
 from mer_jax import (
     checkpointing,
+    distributed,
     evaluate,
     export,
     input_pipeline,
@@ -245,7 +250,11 @@ def evaluate_held_out(
         config.eval.seed, config.eval.num_videos, num_frames=config.eval.num_frames, height=size, width=size,
         num_objects=config.eval.num_objects, flow_gap=config.data.flow_gap,
     )  # fmt: skip
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    # Host copies of the replicated variables: every process evaluates on its own devices, with
+    # no collective (process 0 writes the results).
+    variables = jax.tree.map(
+        lambda x: np.asarray(x.addressable_data(0)), {"params": state.params, "batch_stats": state.batch_stats}
+    )
     encoders = {
         "trained": features.TrainedEncoder(export.ExportedModel(model, variables, config), batch=config.batch_size),
         "lab": features.LabEncoder(tuple(config.data.lab_mean), tuple(config.data.lab_std)),
@@ -257,10 +266,10 @@ def evaluate_held_out(
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "eval_results.json"), "w") as f:
             json.dump(results, f, indent=2)
-    print(
-        f"Held-out J&F-Mean ({len(videos)} procedural videos, preset {config.eval.preset}): "
-        f"trained {results['trained']['J&F-Mean']:.4f}, lab baseline {results['lab']['J&F-Mean']:.4f}"
-    )
+        print(
+            f"Held-out J&F-Mean ({len(videos)} procedural videos, preset {config.eval.preset}): "
+            f"trained {results['trained']['J&F-Mean']:.4f}, lab baseline {results['lab']['J&F-Mean']:.4f}"
+        )
     return results
 
 
@@ -273,11 +282,21 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_quiet_orbax_info)
-    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    f = flags.FLAGS
+    distributed.initialize(f.coordinator_address, f.num_processes, f.process_id, auto=f.distributed_auto)
+    train_and_evaluate(f.config, f.workdir)
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and config.json.")
     config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+    flags.DEFINE_string(
+        "coordinator_address", None, "Multi-process runs: HOST:PORT of process 0 (or $JAX_COORDINATOR_ADDRESS)."
+    )
+    flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes (or $JAX_NUM_PROCESSES).")
+    flags.DEFINE_integer(
+        "process_id", None, "Multi-process runs: this process, 0..num_processes-1 (or $JAX_PROCESS_ID)."
+    )
+    flags.DEFINE_bool("distributed_auto", False, "Detect the multi-process job from SLURM, Open MPI, K8s or Cloud TPU.")
     flags.mark_flags_as_required(["workdir", "config"])
     app.run(main)

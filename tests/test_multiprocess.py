@@ -1,0 +1,90 @@
+"""Multi-process data-parallel training: two processes on 127.0.0.1 (CPU collectives) train like
+one process with two devices, and their checkpoints restore on another device count."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import demo
+from mer_jax import distributed, sharding, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_in_two_processes(workdir):
+    """The training command run as process 0 and 1 of a job, one CPU device each."""
+    port = free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    logs, processes = [], []
+    for process_id in range(2):
+        command = [sys.executable, "-m", "mer_jax.train", "--config=configs/demo.py:debug", f"--workdir={workdir}",
+                   f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={process_id}",
+                   "--config.model.encoder.bn_mode=batch", "--config.eval.run_at_end=True"]  # fmt: skip
+        logs.append(open(os.path.join(os.path.dirname(workdir), f"process_{process_id}.log"), "w+"))
+        processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+    for process, log in zip(processes, logs):
+        returncode = process.wait(timeout=600)
+        log.seek(0)
+        assert returncode == 0, log.read()[-4000:]
+        log.close()
+
+
+def debug_config():
+    config = demo.get_config("debug")
+    config.model.encoder.bn_mode = "batch"  # Batch statistics must be global across processes.
+    return config
+
+
+def params(state):
+    return jax.tree.map(np.asarray, state.params)
+
+
+def assert_trees_close(a, b):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
+
+
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+    assert len(jax.devices()) >= 2, "tests/conftest.py should provide 2 host devices"
+    train_in_two_processes(str(tmp_path / "two_processes"))
+    assert sorted(os.listdir(tmp_path / "two_processes" / "checkpoints")) == ["2", "4"]  # written once
+    assert (tmp_path / "two_processes" / "eval_results.json").exists()
+    config = debug_config()
+    one_process = train.train_and_evaluate(config, str(tmp_path / "one"), mesh=sharding.make_mesh(jax.devices()[:2]))
+    # Restoring the two-process checkpoint on one device (the run is complete: nothing to train).
+    restored = train.train_and_evaluate(
+        config, str(tmp_path / "two_processes"), mesh=sharding.make_mesh(jax.devices()[:1])
+    )
+    assert int(restored.step) == 4
+    assert_trees_close(params(restored), params(one_process))
+    # Resuming its step-2 checkpoint on one device ends where the two processes ended.
+    shutil.copytree(tmp_path / "two_processes", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "4")
+    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"), mesh=sharding.make_mesh(jax.devices()[:1]))
+    assert_trees_close(params(resumed), params(restored))
+
+
+def test_incomplete_job_descriptions_are_rejected(monkeypatch):
+    for name in (distributed.ENV_ADDRESS, distributed.ENV_COUNT, distributed.ENV_ID):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.initialize() is False  # A single-process run.
+    with pytest.raises(ValueError, match=r"missing \['num_processes', 'process_id'\]"):
+        distributed.initialize("127.0.0.1:1234")
+    monkeypatch.setenv(distributed.ENV_COUNT, "2")
+    monkeypatch.setenv(distributed.ENV_ID, "2")
+    with pytest.raises(ValueError, match=r"process_id must be in \[0, 2\), got 2"):
+        distributed.initialize("127.0.0.1:1234")
+    monkeypatch.setenv(distributed.ENV_ID, "one")
+    with pytest.raises(ValueError, match="JAX_PROCESS_ID='one' must be an integer"):
+        distributed.initialize()
