@@ -1,11 +1,12 @@
-"""Label-propagation throughput and peak host memory at 480p: both presets x both encoders.
+"""Label-propagation throughput and peak memory at 480p: both presets x both encoders.
 
   python bench/propagation.py [--frames=12] [--width=854] [--json=PATH]
 
 Each configuration runs in its own process (so peak RSS is its own) on random frames with a
 2-object first mask; the 'trained' encoder is a randomly initialised paper-size ResNet-18
 (the same cost as a trained one). frames/s covers feature extraction + propagation + output
-masks, after a warm-up sequence that compiles everything.
+masks, after a warm-up sequence that compiles everything. Memory is the process's peak RSS and,
+on a GPU or TPU, the device's peak bytes in use.
 """
 
 import argparse
@@ -61,6 +62,8 @@ def run_one(preset_name: str, encoder_name: str, num_frames: int, height: int, w
         "size": f"{height}x{width}",
         "frames_per_s": num_frames / elapsed,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        # The accelerator's own peak where the backend reports it (GPU, TPU); None on a CPU.
+        "device_peak_gb": (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**30 or None,
         "device": jax.devices()[0].device_kind,
     }
 
@@ -85,9 +88,13 @@ def main() -> None:
                        f"--height={args.height}", f"--width={args.width}"]  # fmt: skip
             output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO).stdout
             results.append(json.loads(output.strip().splitlines()[-1]))
-    print(f"{'preset':7s} {'encoder':8s} {'size':>9s} {'frames/s':>9s} {'peak RSS GB':>12s}")
+    print(f"{'preset':7s} {'encoder':8s} {'size':>9s} {'frames/s':>9s} {'peak RSS GB':>12s} {'device GB':>10s}")
     for r in results:
-        print(f"{r['preset']:7s} {r['encoder']:8s} {r['size']:>9s} {r['frames_per_s']:9.3f} {r['peak_rss_gb']:12.2f}")
+        device = f"{r['device_peak_gb']:10.2f}" if r["device_peak_gb"] else f"{'-':>10s}"
+        print(
+            f"{r['preset']:7s} {r['encoder']:8s} {r['size']:>9s} {r['frames_per_s']:9.3f} {r['peak_rss_gb']:12.2f} "
+            f"{device}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

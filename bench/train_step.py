@@ -1,13 +1,23 @@
 """Train-step time of baseline and full MER, split into encoder, VEN, sampler and loss.
 
-  python bench/train_step.py [--config=configs/demo.py] [--steps=10] [--batch_size=N] [--json=PATH]
+  python bench/train_step.py [--config=configs/demo.py[+bf16][+remat]] [--steps=10] [--batch_size=N]
+      [--memory_only] [--json=PATH]
 
 For each config spec (repeatable; default: the demo config as full MER and as the all-off
 baseline) it times the jitted `train_step` (compilation excluded) on random clips, and each part
 on its own: 'encoder' (flow fusion + ResNet, forward and backward), 'ven' (forward and backward),
 'sampler' (k-means + region growing, forward only: no gradient flows through it) and 'loss' (the
-rest of the step: reconstruction, losses, memory bank, optimizer update). JSON:
-{spec: {"step_s": s, "parts": {"encoder": s, "ven": s, "sampler": s, "loss": s}, ...}}.
+rest of the step: reconstruction, losses, memory bank, optimizer update).
+
+Memory: 'saved' is the activations kept for the backward pass (what remat and bfloat16 change,
+independent of the backend); 'peak' is the device's peak bytes in use where the backend reports
+it (GPU, TPU), else XLA's compiled footprint of the step (arguments + outputs + temporaries -
+donated; XLA's CPU compiler undoes float32 rematerialisation, so use 'saved' there).
+`--memory_only` compiles and reports only memory and FLOPs, e.g. for the paper's batch on a CPU. FLOPs come from XLA's cost
+analysis, MFU is achieved FLOP/s over the device's dense bfloat16 peak (PEAK_FLOPS; none for
+CPUs). Spec suffixes: '+bf16' sets compute_dtype='bfloat16', '+remat' sets remat=True. JSON:
+{spec: {"step_s": s, "parts": {"encoder": s, "ven": s, "sampler": s, "loss": s}, "compiled_gb",
+"device_peak_gb", "achieved_tflops", "mfu", ...}}.
 """
 
 import argparse
@@ -23,6 +33,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
+from jax._src.ad_checkpoint import saved_residuals  # noqa: E402  (print_saved_residuals is its public form)
 from ml_collections import config_flags  # noqa: E402
 
 from mer_jax import sampler, sharding, train, train_state  # noqa: E402
@@ -32,8 +43,13 @@ DEFAULT_CONFIGS = ("configs/demo.py", "configs/demo.py:baseline")
 SWITCHES = ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg")
 
 
+MODIFIERS = {"bf16": ("compute_dtype", "bfloat16"), "remat": ("remat", True)}
+
+
 def load_config(spec: str):
-    """A config spec; the suffix ':baseline' turns every MER switch off."""
+    """A config spec: a config file (with its ':arg'), where the arg 'baseline' turns every MER switch
+    off, then optional '+bf16' (config.compute_dtype='bfloat16') and '+remat' (config.remat=True)."""
+    spec, *modifiers = spec.split("+")
     baseline = spec.endswith(":baseline")
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
@@ -42,7 +58,21 @@ def load_config(spec: str):
     if baseline:
         for name in SWITCHES:
             config.model[name] = False
+    for modifier in modifiers:
+        if modifier not in MODIFIERS:
+            raise ValueError(f"unknown modifier +{modifier}; known: {sorted(MODIFIERS)}")
+        field, value = MODIFIERS[modifier]
+        config[field] = value
     return config
+
+
+# Dense bfloat16 peak FLOP/s per device (vendor figures), for MFU; MFU is left out elsewhere.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5e": 197e12}
+
+
+def peak_flops_per_device(device_kind: str) -> float:
+    """The PEAK_FLOPS entry named in device_kind, or 0 when unknown (e.g. CPUs)."""
+    return next((peak for name, peak in PEAK_FLOPS.items() if name in device_kind), 0.0)
 
 
 def timed(fn, *args, repeats: int) -> tuple[float, float]:
@@ -57,7 +87,20 @@ def timed(fn, *args, repeats: int) -> tuple[float, float]:
     return first, (time.perf_counter() - start) / repeats
 
 
-def bench(config, steps: int) -> dict:
+def saved_activations_gb(config, model, state, batch) -> float:
+    """GB of activations the loss keeps for its backward pass (JAX's residuals, not counting the
+    inputs): what `remat` and `compute_dtype` change, independent of the backend's scheduling."""
+    loss_fn = train.make_loss_fn(config, model, total_steps=2)
+
+    def loss(params, batch_stats, bank, batch):
+        return loss_fn(params, batch_stats, batch, jax.random.PRNGKey(0), 0, bank)[0]
+
+    residuals = saved_residuals(loss, state.params, state.batch_stats, state.memory_bank, batch)
+    kept = [aval for aval, source in residuals if hasattr(aval, "shape") and "argument" not in source]
+    return sum(np.prod(a.shape) * a.dtype.itemsize for a in kept) / 2**30
+
+
+def bench(config, steps: int, memory_only: bool = False) -> dict:
     mesh = sharding.make_mesh()
     model, init_fn, schedule = train_state.make_initializer(config, total_steps=steps + 1)
     replicated = sharding.replicated(mesh)
@@ -76,19 +119,34 @@ def bench(config, steps: int) -> dict:
     if config.model.use_flow:
         host_batch["flow"] = rng.normal(size=(b, num_frames, size, size, 2)).astype(np.float32)
     batch = sharding.global_batch(host_batch, mesh)
-    compile_s, step_s = timed(step_fn, state, batch, repeats=steps)
+    compiled = step_fn.lower(state, batch).compile()
+    memory = compiled.memory_analysis()
+    footprint = (
+        memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+        - memory.alias_size_in_bytes
+    )  # fmt: skip
+    flops = compiled.cost_analysis().get("flops", 0.0)
+    facts = {"compute_dtype": config.compute_dtype, "remat": config.remat, "batch_size": b, "image_size": size,
+             "saved_gb": saved_activations_gb(config, model, state, batch),
+             "compiled_gb": footprint / 2**30, "temp_gb": memory.temp_size_in_bytes / 2**30,
+             "tflops_per_step": flops / 1e12, "devices": mesh.devices.size,
+             "device_kind": jax.devices()[0].device_kind}  # fmt: skip
+    if memory_only:
+        return facts
+    compile_s, step_s = timed(compiled, state, batch, repeats=steps)
+    peak_flops = peak_flops_per_device(jax.devices()[0].device_kind) * mesh.devices.size
 
     inputs = jnp.asarray(rng.normal(size=(b, num_frames, size, size, 3)), jnp.float32)
     flow = batch.get("flow")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
 
-    def encoder_loss(params):
+    def encoder_loss(params, inputs, flow):  # Arguments, not closed-over constants XLA would fold.
         out, _ = model.apply(
             {**variables, "params": params}, inputs, flow, train=True, refine=False, mutable=["batch_stats"]
         )
         return out.features.sum()
 
-    _, encoder_s = timed(jax.jit(jax.grad(encoder_loss)), state.params, repeats=steps)
+    _, encoder_s = timed(jax.jit(jax.grad(encoder_loss)), state.params, inputs, flow, repeats=steps)
     features = jax.jit(lambda v, x, f: model.apply(v, x, f, refine=False).features)(variables, inputs, flow)
     parts = {"encoder": encoder_s, "ven": 0.0, "sampler": 0.0}
     if config.model.use_ven:
@@ -104,15 +162,16 @@ def bench(config, steps: int) -> dict:
         radii = jax.jit(lambda f: sampler.pixel_radii(f, **config.model.sampler).radius)
         _, parts["sampler"] = timed(radii, features[:, -1], repeats=steps)
     parts["loss"] = max(step_s - sum(parts.values()), 0.0)
+    device_stats = jax.devices()[0].memory_stats() or {}
     return {
+        **facts,
         "step_s": step_s,
         "parts": parts,
         "clips_per_s": b / step_s,
         "compile_s": compile_s,
-        "batch_size": b,
-        "image_size": size,
-        "devices": mesh.devices.size,
-        "device_kind": jax.devices()[0].device_kind,
+        "device_peak_gb": device_stats.get("peak_bytes_in_use", 0) / 2**30 or None,
+        "achieved_tflops": flops / step_s / 1e12,
+        "mfu": flops / step_s / peak_flops if peak_flops else None,
     }
 
 
@@ -122,22 +181,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=0, help="override the configs' batch size (0: keep)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--memory_only", action="store_true", help="compile and report memory and FLOPs only")
     args = parser.parse_args()
     results = {}
     for spec in args.config or DEFAULT_CONFIGS:
         config = load_config(spec)
         if args.batch_size:
             config.batch_size = args.batch_size
-        results[spec] = bench(config, args.steps)
-    header = ("config", "batch", "size", "step_s", "clips/s", "encoder", "ven", "sampler", "loss", "sampler%")
-    print("{:34s} {:>5s} {:>5s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s}".format(*header))
-    for spec, r in results.items():
-        p = r["parts"]
+        results[spec] = bench(config, args.steps, args.memory_only)
+    if args.memory_only:
+        print(f"{'config':40s} {'batch':>5s} {'size':>5s} {'saved GB':>9s} {'compiled GB':>12s} {'TFLOP/step':>10s}")
+        for spec, r in results.items():
+            print(f"{spec:40s} {r['batch_size']:5d} {r['image_size']:5d} {r['saved_gb']:9.2f} {r['compiled_gb']:12.2f} "
+                  f"{r['tflops_per_step']:10.3f}")  # fmt: skip
+    else:
+        header = ("config", "batch", "size", "step_s", "clips/s", "encoder", "ven", "sampler", "loss", "sampler%",
+                  "peak_GB", "TFLOP/s", "MFU")  # fmt: skip
         print(
-            f"{spec:34s} {r['batch_size']:5d} {r['image_size']:5d} {r['step_s']:8.4f} {r['clips_per_s']:8.1f} "
-            f"{p['encoder']:8.4f} {p['ven']:8.4f} {p['sampler']:8.4f} {p['loss']:8.4f} "
-            f"{100 * p['sampler'] / r['step_s']:7.1f}%"
+            "{:40s} {:>5s} {:>5s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>6s}".format(*header)
         )
+        for spec, r in results.items():
+            p = r["parts"]
+            peak = r["device_peak_gb"] or r["compiled_gb"]
+            mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] else "   -"
+            print(
+                f"{spec:40s} {r['batch_size']:5d} {r['image_size']:5d} {r['step_s']:8.4f} {r['clips_per_s']:8.1f} "
+                f"{p['encoder']:8.4f} {p['ven']:8.4f} {p['sampler']:8.4f} {p['loss']:8.4f} "
+                f"{100 * p['sampler'] / r['step_s']:7.1f}% {peak:8.2f} {r['achieved_tflops']:8.3f} {mfu:>6s}"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

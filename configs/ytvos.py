@@ -21,6 +21,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
     config.progress_bar = True
+    # float32, or bfloat16 on GPU/TPU: the encoder and VEN compute in it; parameters, optimizer
+    # state, BatchNorm statistics, affinities, softmaxes and losses stay float32.
+    config.compute_dtype = "float32"
+    # Recompute the encoder's blocks and the reconstruction affinities in the backward pass
+    # instead of storing them: less memory for about one more forward.
+    config.remat = False
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "tfds"  # 'tfds' (prepared by data_prep) or 'synthetic' (embedded).

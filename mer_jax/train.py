@@ -116,6 +116,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: mer.MER, total_steps:
         memory=dict(bank_pixels=config.memory.bank_pixels, num_negatives=config.memory.num_negatives)
         if config.model.use_pos_neg
         else None,
+        remat=config.remat,
     )
 
 

@@ -46,10 +46,18 @@ def make_optimizer(
     return tx, schedule
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 def build_model(config: ml_collections.ConfigDict) -> mer.MER:
-    """The `MER` module of a config (encoder, and flow fusion / VEN when switched on)."""
+    """The `MER` module of a config (encoder, and flow fusion / VEN when switched on), computing in
+    `config.compute_dtype` with `config.remat`."""
+    if config.compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"config.compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}")
     flow, ven = config.model.flow, config.model.ven
     return mer.MER(
+        dtype=jnp.dtype(config.compute_dtype),
+        remat=config.remat,
         encoder=dict(config.model.encoder),
         use_flow=config.model.use_flow,
         flow=dict(

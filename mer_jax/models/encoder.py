@@ -5,14 +5,16 @@ conv1 7x7/2 + BN + ReLU (no max-pool), four stages of two basic blocks with stri
 configurable so that demos and tests can run narrow versions on a CPU.
 """
 
-from typing import Sequence
+import functools
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 _STAGE_STRIDES = (1, 2, 1, 1)
-OUTPUT_STRIDE = 4  # conv1 (2) x layer2 (2)
 _BLOCKS_PER_STAGE = 2
+OUTPUT_STRIDE = 4  # conv1 (2) x layer2 (2)
 # PyTorch's kaiming_normal_(mode='fan_out', nonlinearity='relu'), as torchvision's ResNet.
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 BN_MODES = ("frozen", "batch")
@@ -23,14 +25,17 @@ class _Norm(nn.Module):
 
     bn_mode: str
     zero_init: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        # Statistics are reduced in float32 and kept in float32 whatever `dtype` is.
         return nn.BatchNorm(
             use_running_average=self.bn_mode == "frozen" or not train,
             momentum=0.9,
             epsilon=1e-5,
             scale_init=nn.initializers.zeros if self.zero_init else nn.initializers.ones,
+            dtype=self.dtype,
         )(x)
 
 
@@ -40,17 +45,19 @@ class BasicBlock(nn.Module):
     features: int
     stride: int
     bn_mode: str
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         strides = (self.stride, self.stride)
-        y = nn.Conv(self.features, (3, 3), strides, padding=1, use_bias=False, kernel_init=_CONV_INIT)(x)
-        y = nn.relu(_Norm(self.bn_mode)(y, train))
-        y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=_CONV_INIT)(y)
-        y = _Norm(self.bn_mode, zero_init=True)(y, train)
+        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_CONV_INIT, dtype=self.dtype)
+        y = conv(self.features, (3, 3), strides, padding=1)(x)
+        y = nn.relu(_Norm(self.bn_mode, dtype=self.dtype)(y, train))
+        y = conv(self.features, (3, 3), padding=1)(y)
+        y = _Norm(self.bn_mode, zero_init=True, dtype=self.dtype)(y, train)
         if x.shape[-1] != self.features or self.stride != 1:
-            x = nn.Conv(self.features, (1, 1), strides, use_bias=False, kernel_init=_CONV_INIT)(x)
-            x = _Norm(self.bn_mode)(x, train)
+            x = conv(self.features, (1, 1), strides)(x)
+            x = _Norm(self.bn_mode, dtype=self.dtype)(x, train)
         return nn.relu(x + y)
 
 
@@ -64,6 +71,10 @@ class Encoder(nn.Module):
       bn_mode: 'frozen' (running averages, learnable gamma/beta) or 'batch'.
       pos_embed: add a learnable absolute position embedding after conv1; it is created at the
         initialisation input's resolution and resized bilinearly for other sizes.
+      dtype: computation dtype of the convolutions and normalisations (e.g. bfloat16); parameters
+        and BatchNorm statistics stay float32 and the embeddings are returned as float32.
+      remat: recompute each residual block's activations in the backward pass instead of storing
+        them (less memory, one more forward).
     """
 
     embed_dim: int = 64
@@ -71,6 +82,8 @@ class Encoder(nn.Module):
     stage_widths: Sequence[int] = (64, 128, 256, 256)
     bn_mode: str = "frozen"
     pos_embed: bool = False
+    dtype: Any = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -78,8 +91,9 @@ class Encoder(nn.Module):
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
         if len(self.stage_widths) != len(_STAGE_STRIDES):
             raise ValueError(f"stage_widths needs {len(_STAGE_STRIDES)} entries, got {self.stage_widths}")
-        x = nn.Conv(self.stem_width, (7, 7), (2, 2), padding=3, use_bias=False, kernel_init=_CONV_INIT)(x)
-        x = nn.relu(_Norm(self.bn_mode)(x, train))
+        conv = functools.partial(nn.Conv, kernel_init=_CONV_INIT, dtype=self.dtype)
+        x = conv(self.stem_width, (7, 7), (2, 2), padding=3, use_bias=False)(x)
+        x = nn.relu(_Norm(self.bn_mode, dtype=self.dtype)(x, train))
         if self.pos_embed:
             if self.has_variable("params", "pos_embedding"):
                 table = self.get_variable("params", "pos_embedding")  # any input size after init
@@ -89,7 +103,12 @@ class Encoder(nn.Module):
             if table.shape[:2] != x.shape[1:3]:
                 table = jax.image.resize(table, (*x.shape[1:3], self.stem_width), "bilinear")
             x = x + table.astype(x.dtype)
-        for width, stride in zip(self.stage_widths, _STAGE_STRIDES):
-            for block in range(_BLOCKS_PER_STAGE):
-                x = BasicBlock(width, stride if block == 0 else 1, self.bn_mode)(x, train)
-        return nn.Conv(self.embed_dim, (3, 3), padding=1, kernel_init=_CONV_INIT)(x)
+        # `train` (argument 2, counting self) is a Python bool: static under remat. Explicit names
+        # keep the parameter tree the same with and without remat.
+        block_class = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat else BasicBlock
+        blocks = [
+            (w, s if b == 0 else 1) for w, s in zip(self.stage_widths, _STAGE_STRIDES) for b in range(_BLOCKS_PER_STAGE)
+        ]
+        for index, (width, stride) in enumerate(blocks):
+            x = block_class(width, stride, self.bn_mode, self.dtype, name=f"BasicBlock_{index}")(x, train)
+        return conv(self.embed_dim, (3, 3), padding=1)(x).astype(jnp.float32)

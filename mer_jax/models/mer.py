@@ -7,7 +7,7 @@ references' clean Lab colours (area-averaged to stride 4) through local affiniti
 reference features; the loss compares it with the clean target. Every MER module is a switch.
 """
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -31,6 +31,10 @@ class MER(nn.Module):
       encoder: `Encoder` keyword arguments.
       use_flow: fuse flow into the frames (`motion.FlowFusion`, keyword arguments `flow`).
       use_ven: refine the target features (`motion.ValueExtractionNetwork`, arguments `ven`).
+      dtype: computation dtype of the encoder and VEN (float32, or bfloat16 on GPU/TPU). Flow
+        fusion, the returned features and everything computed from them (affinities, softmaxes,
+        losses) stay float32, as do parameters and BatchNorm statistics.
+      remat: rematerialise the encoder's residual blocks in the backward pass.
     """
 
     encoder: dict
@@ -38,6 +42,8 @@ class MER(nn.Module):
     flow: dict | None = None
     use_ven: bool = False
     ven: dict | None = None
+    dtype: Any = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -52,10 +58,11 @@ class MER(nn.Module):
             if flow is None:
                 raise ValueError("this model fuses optical flow (use_flow=True): pass the frames' flow")
             frames = motion.FlowFusion(**self.flow, name="flow_fusion")(frames, flow)
-        features = encoder_lib.Encoder(**self.encoder, name="encoder")(frames.reshape(b * n, *frames.shape[2:]), train)
+        encoder = encoder_lib.Encoder(**self.encoder, dtype=self.dtype, remat=self.remat, name="encoder")
+        features = encoder(frames.reshape(b * n, *frames.shape[2:]), train)
         features = features.reshape(b, n, *features.shape[1:])
         if self.use_ven and refine and n > 1:
-            refined = motion.ValueExtractionNetwork(**self.ven, name="ven")(
+            refined = motion.ValueExtractionNetwork(**self.ven, dtype=self.dtype, name="ven")(
                 features[:, -1], features[:, :-1], train=train
             )
             return MEROutput(features, refined.features, refined.value_map)
@@ -90,6 +97,26 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _maybe_remat(remat: bool) -> tuple[Callable, Callable]:
+    """`local_reconstruct` and `local_reconstruct_with_negatives`, rematerialised if `remat`.
+
+    Their affinities are the largest stored activations of a step ([B, tiles, tile^2, 4096]
+    logits and exponentials with negatives); recomputing them costs two einsums and a softmax.
+    Static arguments (radius, tile, temperature, ref_fusion) stay Python values.
+    """
+    functions = (correspondence.local_reconstruct, correspondence.local_reconstruct_with_negatives)
+    if not remat:
+        return functions
+
+    def checkpointed(function):
+        def call(*arrays, pixel_radius=None, **static):
+            return jax.checkpoint(lambda *a, r: function(*a, pixel_radius=r, **static))(*arrays, r=pixel_radius)
+
+        return call
+
+    return tuple(checkpointed(f) for f in functions)
+
+
 def clip_loss(
     params: dict,
     batch_stats: dict,
@@ -106,6 +133,7 @@ def clip_loss(
     sampler_args: dict | None,
     weight_map_window: tuple[int, float] | None,
     memory: dict | None,
+    remat: bool = False,
 ) -> tuple[jax.Array, LossOutput]:
     """MER's self-supervised loss of a batch of clips.
 
@@ -125,6 +153,8 @@ def clip_loss(
       weight_map_window: (ven_window, ven_beta) for the weight map's value map, or None for a
         plain mean (the VEN's own value map is used when it runs).
       memory: bank_pixels, num_negatives for the positive/negative loss, or None.
+      remat: recompute the reconstructions' affinities and softmaxes in the backward pass instead
+        of storing them (with the model's own `remat`, the paper-size step stores about half).
 
     Returns:
       (scalar loss, LossOutput).
@@ -151,19 +181,20 @@ def clip_loss(
         pixel_radius = sampler.pixel_radii(out.features[:, -1], **sampler_args).radius
         window = sampler_args["radius_max"]
     local = dict(radius=window, tile=reconstruction["tile"], pixel_radius=pixel_radius)
+    reconstruct, reconstruct_with_negatives = _maybe_remat(remat)
     if memory is not None:
         negatives = memory_bank.sample_negatives(bank, negatives_rng, batch["video_id"], memory["num_negatives"])
         query, keys, negative_keys = out.query, refs, negatives.keys
         if loss["pn_normalize"]:
             query, keys, negative_keys = (_l2_normalize(x) for x in (query, keys, negative_keys))
-        pos_neg = correspondence.local_reconstruct_with_negatives(
+        pos_neg = reconstruct_with_negatives(
             query, keys, ref_colours, negative_keys, negatives.values, negatives.valid,
             temperature=loss["pn_temperature"], **local,
         )  # fmt: skip
     if memory is not None and not loss["pn_normalize"]:
         prediction = pos_neg.positive  # The same softmax as the plain reconstruction: reuse it.
     else:
-        prediction = correspondence.local_reconstruct(
+        prediction = reconstruct(
             out.query, refs, ref_colours, temperature=reconstruction["temperature"],
             ref_fusion=reconstruction["ref_fusion"], **local,
         )  # fmt: skip

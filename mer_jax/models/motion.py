@@ -8,7 +8,7 @@ with a 2-D sinusoidal position encoding (`sincos_position_encoding`), query chun
 local radius and DropKey (`dropkey_mask`).
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -274,7 +274,8 @@ def _chunked_attention(
     # Rematerialised in the backward pass, so training never stores more than one chunk's logits.
     @jax.checkpoint
     def attend(q_chunk, cells, index, k, v):
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q_chunk, k) * dim**-0.5
+        # Logits and softmax in float32 even when q, k, v are bfloat16.
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q_chunk, k, preferred_element_type=jnp.float32) * dim**-0.5
         allowed = None
         if radius is not None:
             distance = jnp.abs(cells[:, None, :] - jnp.asarray(key_cells)[None]).max(axis=-1)
@@ -287,7 +288,7 @@ def _chunked_attention(
             allowed = jnp.where(kept.any(axis=-1, keepdims=True), kept, base)
         if allowed is not None:
             logits = jnp.where(allowed, logits, -jnp.inf)
-        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1).astype(v.dtype), v)
 
     out = jax.lax.map(
         lambda xs: attend(*xs, k, v),
@@ -328,6 +329,8 @@ class ValueExtractionNetwork(nn.Module):
       dropkey_rate: DropKey probability in training (uses the 'dropkey' rng stream).
       window: window side of the value map.
       beta: weight of the same-place similarity in the value map.
+      dtype: computation dtype of the projections and attention products (e.g. bfloat16); the
+        value map, attention softmax and the returned features are float32.
     """
 
     num_heads: int = 4
@@ -337,6 +340,7 @@ class ValueExtractionNetwork(nn.Module):
     dropkey_rate: float = 0.1
     window: int = 8
     beta: float = 0.6
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, target: jax.Array, refs: jax.Array, *, train: bool) -> VENOutput:
@@ -361,14 +365,16 @@ class ValueExtractionNetwork(nn.Module):
             )
         value_map = window_value_map(target, refs, self.window, self.beta)
         pos = sincos_position_encoding(h, w, c).astype(target.dtype)
-        hidden = nn.relu(nn.Dense(c, name="value_mlp_hidden")(value_map[..., None]))
-        embedding = nn.Dense(c, name="value_mlp_out")(hidden) + pos
+        hidden = nn.relu(nn.Dense(c, dtype=self.dtype, name="value_mlp_hidden")(value_map[..., None]))
+        embedding = nn.Dense(c, dtype=self.dtype, name="value_mlp_out")(hidden) + pos
         head_dim = c // self.num_heads
-        q = nn.Dense(c, name="query")(target + embedding).reshape(batch, h * w, self.num_heads, head_dim)
+        q = nn.Dense(c, dtype=self.dtype, name="query")(target + embedding).reshape(
+            batch, h * w, self.num_heads, head_dim
+        )
         # No key bias: it adds the same q.b to every logit of a query, so the softmax ignores it
         # (its gradient is pure rounding noise, which Adam would amplify into random updates).
-        k = nn.Dense(c, use_bias=False, name="key")(_average_pool(refs + pos, self.kv_pool))
-        v = nn.Dense(c, name="value")(_average_pool(refs, self.kv_pool))
+        k = nn.Dense(c, use_bias=False, dtype=self.dtype, name="key")(_average_pool(refs + pos, self.kv_pool))
+        v = nn.Dense(c, dtype=self.dtype, name="value")(_average_pool(refs, self.kv_pool))
         _, num_refs, rows, cols, _ = k.shape
         k = k.reshape(batch, num_refs * rows * cols, self.num_heads, head_dim)
         v = v.reshape(batch, num_refs * rows * cols, self.num_heads, head_dim)
@@ -387,5 +393,5 @@ class ValueExtractionNetwork(nn.Module):
             drop_rng=self.make_rng("dropkey") if use_dropkey else None,
             drop_rate=self.dropkey_rate,
         )
-        out = nn.Dense(c, name="out")(attended.reshape(batch, h, w, c))
-        return VENOutput(target + out, value_map)
+        out = nn.Dense(c, dtype=self.dtype, name="out")(attended.reshape(batch, h, w, c))
+        return VENOutput((target + out).astype(jnp.float32), value_map)
