@@ -106,8 +106,10 @@ class Encoder(nn.Module):
         # `train` (argument 2, counting self) is a Python bool: static under remat. Explicit names
         # keep the parameter tree the same with and without remat.
         block_class = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat else BasicBlock
-        blocks = [
-            (w, s if b == 0 else 1) for w, s in zip(self.stage_widths, _STAGE_STRIDES) for b in range(_BLOCKS_PER_STAGE)
+        blocks = [  # (width, stride) of each block: a stage's stride applies to its first block
+            (width, stride if block == 0 else 1)
+            for width, stride in zip(self.stage_widths, _STAGE_STRIDES)
+            for block in range(_BLOCKS_PER_STAGE)
         ]
         for index, (width, stride) in enumerate(blocks):
             x = block_class(width, stride, self.bn_mode, self.dtype, name=f"BasicBlock_{index}")(x, train)
