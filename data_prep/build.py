@@ -44,24 +44,26 @@ class BuildOptions(NamedTuple):
     jpeg_quality: int
 
 
-def _load_flow(entry: video_files.VideoEntry, frame_names: list[str], shape: tuple[int, ...], options) -> np.ndarray:
-    """The pre-computed flow of a video, checked against its frames."""
+def _load_flow(entry: video_files.VideoEntry, frame_names: list[str], frame_size: tuple[int, int], options):
+    """The pre-computed flow [T, h, w, 2] of a video, checked against its frames."""
     path = compute_flow.flow_path(options.flow_root, entry.name)
     try:
-        flow, names = compute_flow.load_flow(path, options.flow_gap)
+        stored = compute_flow.load_flow(path, options.flow_gap)
     except (OSError, ValueError) as e:
         raise video_files.BadVideoError(f"video {entry.name}: {e}") from e
-    if names != frame_names:
+    if stored.frames != frame_names:
         raise video_files.BadVideoError(
-            f"video {entry.name}: flow file {path} was computed for {len(names)} frames ({names[:2]}...), the "
-            f"video has {len(frame_names)} ({frame_names[:2]}...): recompute it with data_prep.compute_flow"
+            f"video {entry.name}: flow file {path} was computed for {len(stored.frames)} frames "
+            f"({stored.frames[:2]}...), the video has {len(frame_names)} ({frame_names[:2]}...): recompute it with "
+            "data_prep.compute_flow"
         )
-    if flow.shape[1:3] != shape[1:3]:
+    if stored.frame_size != tuple(frame_size):
+        (fh, fw), (h, w) = stored.frame_size, frame_size
         raise video_files.BadVideoError(
-            f"video {entry.name}: flow file {path} is {flow.shape[2]}x{flow.shape[1]} but the frames in "
-            f"{entry.path} are {shape[2]}x{shape[1]}: recompute the flow from these frames"
+            f"video {entry.name}: flow file {path} was computed from {fw}x{fh} frames but the frames in "
+            f"{entry.path} are {w}x{h}: recompute the flow from these frames"
         )
-    return flow
+    return stored.flow
 
 
 def prepare_video(entry: video_files.VideoEntry, options: BuildOptions) -> video_builder.PreparedVideo:
@@ -77,7 +79,7 @@ def prepare_video(entry: video_files.VideoEntry, options: BuildOptions) -> video
             f"(--min_frames={options.min_frames})"
         )
     if options.flow_root:
-        flow = _load_flow(entry, names, frames.shape, options)
+        flow = _load_flow(entry, names, frames.shape[1:3], options)
     else:
         flow = flow_lib.dis_flow(frames, options.flow_gap)
     size = (options.image_size, options.image_size) if options.image_size else frames.shape[1:3]

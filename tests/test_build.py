@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import ytvos
-from data_prep import build, video_files
+from data_prep import build, compute_flow, video_files
 from mer_jax import input_pipeline, resize, synthetic_video, train, video_dataset
 from tests import fake_data
 
@@ -71,6 +71,22 @@ def test_frames_are_stored_resized_with_their_flow_rescaled(tmp_path):
     field = c.flow[3].astype(np.float16).astype(np.float32)
     reference = cv2.resize(field, (16, 16), interpolation=cv2.INTER_AREA) * np.array([16 / 40, 16 / 24])
     np.testing.assert_allclose(flow[1], reference.astype(np.float16), rtol=1e-3, atol=1e-3)
+
+
+def test_flow_computed_at_a_smaller_size_is_built_like_resized_flow(tmp_path):
+    c = clip(5, num_frames=6, height=48, width=64)
+    write_video(tmp_path, "vid", c)
+    compute_flow.compute_all(str(tmp_path / "frames"), str(tmp_path / "small_flow"), flow_gap=1, workers=1,
+                             flow_size=32)  # fmt: skip
+    build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "small_flow"),
+                image_size=32)  # fmt: skip
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=32, flow_gap=1)
+    _, flow = source.read(0, np.arange(6), with_flow=True)
+    stored = compute_flow.load_flow(str(tmp_path / "small_flow" / "vid.npz"))
+    assert stored.frame_size == (48, 64) and stored.flow.shape == (6, 32, 32, 2)
+    np.testing.assert_array_equal(flow, stored.flow)  # already at the stored size: kept as computed
+    exact = np.stack([resize.resize_flow(f, (32, 32)) for f in c.flow])
+    assert np.abs(flow[1:] - exact[1:]).mean() < 0.5 * np.abs(exact[1:]).mean()
 
 
 def test_resize_flow_scales_vectors_by_the_size_ratios():
@@ -134,7 +150,8 @@ def make_bad_videos(tmp_path):
 
 EXPECTED_ERRORS = {
     "corrupt": r"video corrupt: cannot decode image .*corrupt.00002\.jpg",
-    "mismatch": r"video mismatch: flow file .*mismatch\.npz is 20x12 but the frames in .* are 40x24",
+    "mismatch": r"video mismatch: flow file .*mismatch\.npz was computed from 20x12 frames but the frames in .* "
+    r"are 40x24",
     "nan_flow": r"video nan_flow: flow file .*nan_flow\.npz contains NaN",
     "no_flow": r"video no_flow: flow file .*no_flow\.npz is missing",
     "short": r"video short: .*short has 3 frames, fewer than a training clip needs \(--min_frames=5\)",

@@ -43,8 +43,8 @@ def test_dis_flow_of_a_generated_clip_is_accurate(tmp_path):
                                           flow_gap=3)  # fmt: skip
     write_clip(str(tmp_path / "frames"), "vid", clip)
     paths = compute_flow.compute_all(str(tmp_path / "frames"), str(tmp_path / "flow"), flow_gap=3, workers=1)
-    flow, names = compute_flow.load_flow(paths[0])
-    assert flow.shape == (6, 128, 128, 2) and names == [f"{t:05d}.jpg" for t in range(6)]
+    flow, names, frame_size = compute_flow.load_flow(paths[0])
+    assert flow.shape == (6, 128, 128, 2) and names == [f"{t:05d}.jpg" for t in range(6)] and frame_size == (128, 128)
     np.testing.assert_array_equal(flow[:3], 0.0)
     dis_error, zero_error = end_point_error(flow[3:], clip, 3), end_point_error(np.zeros_like(flow[3:]), clip, 3)
     assert dis_error < 1.0 and dis_error < 0.5 * zero_error, (dis_error, zero_error)
