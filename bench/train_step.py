@@ -13,9 +13,9 @@ Memory: 'saved' is the activations kept for the backward pass (what remat and bf
 independent of the backend); 'peak' is the device's peak bytes in use where the backend reports
 it (GPU, TPU), else XLA's compiled footprint of the step (arguments + outputs + temporaries -
 donated; XLA's CPU compiler undoes float32 rematerialisation, so use 'saved' there).
-`--memory_only` compiles and reports only memory and FLOPs, e.g. for the paper's batch on a CPU. FLOPs come from XLA's cost
-analysis, MFU is achieved FLOP/s over the device's dense bfloat16 peak (PEAK_FLOPS; none for
-CPUs). Spec suffixes: '+bf16' sets compute_dtype='bfloat16', '+remat' sets remat=True. JSON:
+`--memory_only` compiles and reports only memory and FLOPs, e.g. for the paper's batch on a CPU.
+FLOPs come from XLA's cost analysis, MFU is achieved FLOP/s over the device's dense bfloat16
+peak (PEAK_FLOPS; none for CPUs). Spec suffixes: '+bf16' sets compute_dtype='bfloat16', '+remat' sets remat=True. JSON:
 {spec: {"step_s": s, "parts": {"encoder": s, "ven": s, "sampler": s, "loss": s}, "compiled_gb",
 "device_peak_gb", "achieved_tflops", "mfu", ...}}.
 """
