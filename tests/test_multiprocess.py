@@ -1,5 +1,6 @@
-"""Multi-process data-parallel training: two processes on 127.0.0.1 (CPU collectives) train like
-one process with two devices, and their checkpoints restore on another device count."""
+"""Multi-process data-parallel training: two processes on 127.0.0.1 (CPU collectives), reading a
+prepared dataset, train like one process with two devices; their checkpoints restore on another
+device count."""
 
 import os
 import shutil
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 
 from configs import demo
-from mer_jax import distributed, sharding, train
+from data_prep import build
+from mer_jax import distributed, sharding, synthetic_video, train
+from tests import fake_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,15 +26,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_in_two_processes(workdir):
-    """The training command run as process 0 and 1 of a job, one CPU device each."""
+def build_dataset(root) -> str:
+    """A prepared TFDS dataset of 6 generated 32x32 videos (exact flow); returns its data_dir."""
+    for i, clip in enumerate(synthetic_video.generate_videos(7, 6, num_frames=10, height=32, width=32, num_objects=2)):
+        names = [f"{t:05d}.jpg" for t in range(len(clip.frames))]
+        for name, frame in zip(names, clip.frames):
+            fake_data.write_jpeg(os.path.join(root, "frames", f"video_{i}", name), frame)
+        os.makedirs(os.path.join(root, "flow"), exist_ok=True)
+        np.savez(os.path.join(root, "flow", f"video_{i}.npz"), flow=clip.flow.astype(np.float16),
+                 frames=np.asarray(names), flow_gap=1)  # fmt: skip
+    build.build("ytvos", os.path.join(root, "frames"), os.path.join(root, "tfds"), flow_root=os.path.join(root, "flow"),
+                image_size=32)  # fmt: skip
+    return os.path.join(root, "tfds")
+
+
+def train_in_two_processes(workdir, data_dir):
+    """The training command run as process 0 and 1 of a job, one CPU device each, each reading
+    its own part of every batch from the prepared dataset."""
     port = free_port()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     logs, processes = [], []
     for process_id in range(2):
         command = [sys.executable, "-m", "mer_jax.train", "--config=configs/demo.py:debug", f"--workdir={workdir}",
                    f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={process_id}",
-                   "--config.model.encoder.bn_mode=batch", "--config.eval.run_at_end=True"]  # fmt: skip
+                   "--config.model.encoder.bn_mode=batch", "--config.eval.run_at_end=True",
+                   "--config.data.source=tfds", f"--config.data.data_dir={data_dir}"]  # fmt: skip
         logs.append(open(os.path.join(os.path.dirname(workdir), f"process_{process_id}.log"), "w+"))
         processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
     for process, log in zip(processes, logs):
@@ -41,9 +60,10 @@ def train_in_two_processes(workdir):
         log.close()
 
 
-def debug_config():
+def debug_config(data_dir):
     config = demo.get_config("debug")
     config.model.encoder.bn_mode = "batch"  # Batch statistics must be global across processes.
+    config.data.source, config.data.data_dir = "tfds", data_dir
     return config
 
 
@@ -57,10 +77,11 @@ def assert_trees_close(a, b):
 
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
     assert len(jax.devices()) >= 2, "tests/conftest.py should provide 2 host devices"
-    train_in_two_processes(str(tmp_path / "two_processes"))
+    data_dir = build_dataset(str(tmp_path / "data"))
+    train_in_two_processes(str(tmp_path / "two_processes"), data_dir)
     assert sorted(os.listdir(tmp_path / "two_processes" / "checkpoints")) == ["2", "4"]  # written once
     assert (tmp_path / "two_processes" / "eval_results.json").exists()
-    config = debug_config()
+    config = debug_config(data_dir)
     one_process = train.train_and_evaluate(config, str(tmp_path / "one"), mesh=sharding.make_mesh(jax.devices()[:2]))
     # Restoring the two-process checkpoint on one device (the run is complete: nothing to train).
     restored = train.train_and_evaluate(
