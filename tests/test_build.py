@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -178,7 +179,7 @@ def test_skip_bad_builds_the_rest_and_prints_a_summary(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = result.stdout[result.stdout.index("Skipped 5 bad videos:") :]
     for pattern in EXPECTED_ERRORS.values():
-        assert any(__import__("re").search(pattern, line) for line in summary.splitlines()), pattern
+        assert any(re.search(pattern, line) for line in summary.splitlines()), pattern
     source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "ytvos", image_size=16, flow_gap=1)
     assert [source.name(v) for v in range(len(source))] == ["good"]
     metadata = json.loads((tmp_path / "tfds" / "ytvos" / "1.0.0" / "metadata.json").read_text())
