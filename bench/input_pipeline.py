@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import ytvos  # noqa: E402
 from data_prep import build  # noqa: E402
-from mer_jax import input_pipeline, synthetic_video, video_dataset  # noqa: E402
+from mer_jax import input_pipeline  # noqa: E402
+from mer_jax.data import synthetic_video, video_dataset  # noqa: E402
 
 
 def build_generated(root: str, num_videos: int, num_frames: int, size: int) -> float:

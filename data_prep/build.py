@@ -7,7 +7,7 @@
 `--dataset=folder` any folder of frame folders and/or MP4/AVI files. Flow comes from
 `python -m data_prep.compute_flow --output=FLOWDIR` run on the same frames root; without
 `--flow_root` it is computed here with OpenCV DIS. The format is described in
-`mer_jax/video_dataset.py`; the dataset is written to TFDS_DIR/<name>/1.0.0 (`--name`, default
+`mer_jax/data/video_dataset.py`; the dataset is written to TFDS_DIR/<name>/1.0.0 (`--name`, default
 the dataset kind: set config.data.name to it). Frames are stored resized to image_size x image_size
 (the training size; 0 keeps them as they are), never cropped, with flow resized and rescaled to
 match. A bad video (unreadable frame, too few frames, missing, NaN or mis-sized flow) stops the
@@ -29,9 +29,10 @@ import numpy as np
 import tqdm
 from absl import app, flags
 
-from data_prep import compute_flow, video_builder, video_files
-from mer_jax import flow as flow_lib
-from mer_jax import resize, video_dataset
+from data_prep import compute_flow, video_builder
+from mer_jax.data import video_files
+from mer_jax.data import flow as flow_lib
+from mer_jax.data import resize, video_dataset
 
 
 class BuildOptions(NamedTuple):

@@ -31,9 +31,9 @@ import numpy as np
 import tqdm
 from absl import app, flags
 
-from data_prep import video_files
-from mer_jax import flow as flow_lib
-from mer_jax import resize
+from mer_jax.data import video_files
+from mer_jax.data import flow as flow_lib
+from mer_jax.data import resize
 
 SUFFIX = ".npz"
 

@@ -1,4 +1,4 @@
-"""The TFDS builder that writes `mer_jax.video_dataset`'s format from a stream of prepared videos."""
+"""The TFDS builder that writes `mer_jax.data.video_dataset`'s format from a stream of prepared videos."""
 
 import types
 from typing import Iterator, NamedTuple
@@ -6,7 +6,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mer_jax import video_dataset
+from mer_jax.data import video_dataset
 
 
 class PreparedVideo(NamedTuple):
@@ -18,7 +18,7 @@ class PreparedVideo(NamedTuple):
 
 
 class _VideoFrames(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Writes the examples of `mer_jax.video_dataset` from a stream of prepared videos."""
+    """Writes the examples of `mer_jax.data.video_dataset` from a stream of prepared videos."""
 
     VERSION = tfds.core.Version(video_dataset.VERSION)
 

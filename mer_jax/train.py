@@ -38,9 +38,9 @@ from mer_jax import (
     input_pipeline,
     metric_writer,
     sharding,
-    synthetic_video,
     train_state,
 )
+from mer_jax.data import sources, synthetic_video
 from mer_jax.evaluation import features, synthetic
 from mer_jax.models import mer
 
@@ -149,7 +149,7 @@ def train_and_evaluate(
     workdir = os.path.abspath(os.path.expanduser(workdir))
     mesh = mesh if mesh is not None else sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    source = input_pipeline.make_source(config.data, config.seed)
+    source = sources.make_source(config.data, config.seed)
     total_steps = num_train_steps(config, len(source))
 
     model, init_fn, schedule = train_state.make_initializer(config, total_steps)

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from mer_jax import synthetic_video
+from mer_jax.data import synthetic_video
 from mer_jax.evaluation import masks_io
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from configs import ytvos
-from data_prep import build, compute_flow, video_files
-from mer_jax import input_pipeline, resize, synthetic_video, train, video_dataset
+from data_prep import build, compute_flow
+from mer_jax import input_pipeline, train
+from mer_jax.data import resize, sources, synthetic_video, video_dataset, video_files
 from tests import fake_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -239,7 +240,7 @@ def test_training_runs_from_a_built_dataset(tmp_path):
     state = train.train_and_evaluate(config, str(tmp_path / "work"))
     assert int(state.step) == 3
     loader = input_pipeline.ClipLoader(
-        input_pipeline.make_source(config.data, config.seed), global_batch=4, process_index=0, process_count=1,
+        sources.make_source(config.data, config.seed), global_batch=4, process_index=0, process_count=1,
         seed=0, num_refs=2, frame_gaps=(2, 3, 5), gap_probs=(0.4, 0.4, 0.2), clips_per_video=1, prefetch=1,
         with_flow=True, num_workers=2,
     )  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_prep import compute_flow
-from mer_jax import synthetic_video
+from mer_jax.data import synthetic_video
 from tests import fake_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

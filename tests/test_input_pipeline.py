@@ -7,6 +7,7 @@ import pytest
 
 from configs import ytvos
 from mer_jax import input_pipeline
+from mer_jax.data import sources
 
 
 class FakeSource:
@@ -116,7 +117,7 @@ def test_bad_gap_probabilities_are_rejected():
 
 def test_synthetic_source_serves_generated_frames():
     config = ytvos.get_config("debug")
-    source = input_pipeline.make_source(config.data, seed=0)
+    source = sources.make_source(config.data, seed=0)
     assert len(source) == config.data.synthetic.num_videos
     frames, flow = source.read(1, np.array([0, 2, 4]), with_flow=True)
     assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
@@ -129,4 +130,4 @@ def test_unknown_source_is_rejected():
     config = ytvos.get_config("debug")
     config.data.source = "youtube"
     with pytest.raises(ValueError, match="'synthetic' or 'tfds'"):
-        input_pipeline.make_source(config.data, seed=0)
+        sources.make_source(config.data, seed=0)

@@ -14,7 +14,8 @@ import pytest
 
 from configs import demo
 from data_prep import build
-from mer_jax import distributed, sharding, synthetic_video, train
+from mer_jax import distributed, sharding, train
+from mer_jax.data import synthetic_video
 from tests import fake_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from configs import demo
-from mer_jax import synthetic_video, train, train_state
+from mer_jax import train, train_state
+from mer_jax.data import synthetic_video
 
 
 def debug_config(**top_level):

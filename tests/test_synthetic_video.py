@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mer_jax.synthetic_video import SyntheticVideo, generate_video, generate_videos
+from mer_jax.data.synthetic_video import SyntheticVideo, generate_video, generate_videos
 
 SIZE = dict(num_frames=10, height=64, width=64)
 

@@ -19,7 +19,8 @@ import warnings
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import davis_metrics, frames_io, masks_io, overlays, propagation
+from mer_jax.data import frames_io
+from mer_jax.evaluation import davis_metrics, masks_io, overlays, propagation
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 OBJECT_KEYS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")

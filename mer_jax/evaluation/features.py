@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mer_jax import color, export
-from mer_jax import flow as flow_lib
+from mer_jax.data import flow as flow_lib
 from mer_jax.models import mer
 
 ENCODERS = ("trained", "lab")

@@ -7,7 +7,7 @@ frame removed from the ground truth. Encoders that fuse flow get the videos' exa
 
 import numpy as np
 
-from mer_jax import synthetic_video
+from mer_jax.data import synthetic_video
 from mer_jax.evaluation import davis_metrics, propagation
 
 

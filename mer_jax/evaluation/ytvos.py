@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import frames_io, masks_io, overlays, propagation
+from mer_jax.data import frames_io
+from mer_jax.evaluation import masks_io, overlays, propagation
 
 
 def read_meta(root: str) -> dict[str, dict[int, str]]:

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from mer_jax.evaluation import frames_io
+from mer_jax.data import frames_io
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 DATASETS = ("ytvos", "davis", "folder")

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mer_jax import resize
+from mer_jax.data import resize
 
 VERSION = "1.0.0"
 SPLIT = "train"
@@ -59,7 +59,7 @@ def dataset_dir(data_dir: str, name: str) -> str:
 
 
 class TfdsSource:
-    """A `input_pipeline.VideoSource` over a dataset built by `data_prep.build`.
+    """A `sources.VideoSource` over a dataset built by `data_prep.build`.
 
     Frames are decoded with OpenCV and resized (with their flow, vectors scaled) to
     image_size x image_size. Each read checks what it decodes and raises ValueError naming the
