@@ -8,40 +8,7 @@ Variants: `configs/davis.py:debug` shrinks the run for tests.
 
 import ml_collections
 
-
-def propagation_presets() -> ml_collections.ConfigDict:
-    """The two propagation protocols of MER_SPEC section 6; every number is a field."""
-    presets = ml_collections.ConfigDict()
-    presets.mer = ml_collections.ConfigDict(
-        dict(
-            context="mer",
-            radius=14,
-            window="square",
-            temperature=1.0,
-            topk=0,
-            normalize=False,
-            long_term=(0, 5, 10),
-            short_term=3,
-            short_term_search=8,
-            short_term_blur=2.0,
-            crw_context=20,
-            compactness=True,
-            compactness_topk=2,
-            compactness_sigma=1.0,
-            compactness_min_prob=0.1,
-            foreground_scale=1.15,
-            tile=8,
-        )
-    )
-    presets.crw = ml_collections.ConfigDict(
-        dict(
-            context="crw", radius=12, window="disk", temperature=0.05, topk=10, normalize=True,
-            long_term=(0, 5, 10), short_term=3, short_term_search=8, short_term_blur=2.0, crw_context=20,
-            compactness=False, compactness_topk=2, compactness_sigma=1.0, compactness_min_prob=0.1,
-            foreground_scale=1.0, tile=8,
-        )
-    )  # fmt: skip
-    return presets
+from configs import propagation
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -51,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint = ""  # A training workdir or an export directory (not needed for encoder=lab).
     config.encoder = "trained"  # 'trained' or 'lab' (raw Lab pixels at stride 4).
     config.preset = "mer"
-    config.presets = propagation_presets()
+    config.presets = propagation.presets()
     # The lab baseline always uses L2-normalised features at this temperature (MER_SPEC section 6).
     config.lab_temperature = 0.05
     config.lab_mean = (50.0, 0.0, 0.0)  # Lab normalisation of the lab encoder.

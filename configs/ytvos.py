@@ -8,7 +8,7 @@ Variants: `configs/ytvos.py:debug` is a tiny version for tests (seconds on a CPU
 
 import ml_collections
 
-from configs import davis
+from configs import propagation
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -117,7 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.num_objects = 3
     config.eval.seed = 1_000_003  # Held out: training videos come from config.seed.
     config.eval.preset = "crw"
-    config.eval.presets = davis.propagation_presets()
+    config.eval.presets = propagation.presets()
     config.eval.lab_temperature = 0.05
 
     if arg == "debug":

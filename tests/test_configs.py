@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import davis, ytvos
+from configs import davis, propagation, ytvos
 from configs.table4 import ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,7 @@ def test_paper_hyper_parameters():
 
 
 def test_propagation_presets_of_the_spec():
-    presets = davis.propagation_presets()
+    presets = propagation.presets()
     mer, crw = presets.mer, presets.crw
     assert (mer.radius, mer.temperature, mer.topk, mer.normalize) == (14, 1.0, 0, False)
     assert (tuple(mer.long_term), mer.short_term, mer.short_term_search) == ((0, 5, 10), 3, 8)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import davis as davis_config
+from configs import propagation as propagation_config
 from configs import demo, ytvos_val
 from configs import jhmdb as jhmdb_config
 from mer_jax import evaluate, train
@@ -89,7 +90,7 @@ def test_trained_encoder_from_workdir_and_overlays(davis_root, trained_workdir, 
 
 
 def test_lab_preset_is_always_normalised_at_low_temperature():
-    presets = davis_config.propagation_presets()
+    presets = propagation_config.presets()
     lab = evaluate.make_preset(presets.mer, "lab", 0.05)
     trained = evaluate.make_preset(presets.mer, "trained", 0.05)
     assert (lab.normalize, lab.temperature, lab.radius) == (True, 0.05, 14)
