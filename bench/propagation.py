@@ -25,20 +25,21 @@ def run_one(preset_name: str, encoder_name: str, num_frames: int, height: int, w
     import jax
     import numpy as np
 
-    from configs import davis, ytvos
-    from mer_jax import evaluate, export, train_state
-    from mer_jax.evaluation import features, propagation
+    from configs import propagation as propagation_config
+    from configs import ytvos
+    from mer_jax import export, train_state
+    from mer_jax.evaluation import features, propagation, protocol, vos
 
-    config = davis.base_config()
+    config = propagation_config.benchmark_config("davis")
     if encoder_name == "lab":
-        encoder = features.LabEncoder(tuple(config.lab_mean), tuple(config.lab_std))
+        encoder = features.LabEncoder(config.lab_mean, config.lab_std)
     else:
         train_config = ytvos.get_config()
         model, init_fn, _ = train_state.make_initializer(train_config, total_steps=1)
         state = init_fn()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         encoder = features.TrainedEncoder(export.ExportedModel(model, variables, train_config), config.feature_batch)
-    preset = evaluate.make_preset(config.presets[preset_name], encoder_name, config.lab_temperature)
+    preset = protocol.make_preset(config.presets[preset_name], encoder_name, config.lab_temperature)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(num_frames, height, width, 3), dtype=np.uint8)
     first = np.zeros((height, width), np.uint8)
@@ -47,7 +48,8 @@ def run_one(preset_name: str, encoder_name: str, num_frames: int, height: int, w
     propagator = propagation.Propagator(preset)
 
     def segment(clip):
-        for _, mask in propagation.segment_video(encoder, propagator, clip, {0: first}, [1, 2]):
+        video = vos.Video("random", clip, {0: first}, [1, 2], [f"{t:05d}" for t in range(len(clip))])
+        for _, mask in vos.segment_video(encoder, propagator, video):
             pass
         return mask
 

@@ -36,8 +36,8 @@ from absl import flags  # noqa: E402
 from jax._src.ad_checkpoint import saved_residuals  # noqa: E402  (print_saved_residuals is its public form)
 from ml_collections import config_flags  # noqa: E402
 
-from mer_jax import sampler, sharding, train, train_state  # noqa: E402
-from mer_jax.models import motion  # noqa: E402
+from mer_jax import objective, sampler, sharding, train, train_state  # noqa: E402
+from mer_jax.models import ven as ven_lib  # noqa: E402
 
 DEFAULT_CONFIGS = ("configs/demo.py", "configs/demo.py:baseline")
 SWITCHES = ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg")
@@ -90,7 +90,7 @@ def timed(fn, *args, repeats: int) -> tuple[float, float]:
 def saved_activations_gb(config, model, state, batch) -> float:
     """GB of activations the loss keeps for its backward pass (JAX's residuals, not counting the
     inputs): what `remat` and `compute_dtype` change, independent of the backend's scheduling."""
-    loss_fn = train.make_loss_fn(config, model, total_steps=2)
+    loss_fn = objective.from_config(config, model, total_steps=2)
 
     def loss(params, batch_stats, bank, batch):
         return loss_fn(params, batch_stats, batch, jax.random.PRNGKey(0), 0, bank)[0]
@@ -105,10 +105,11 @@ def bench(config, steps: int, memory_only: bool = False) -> dict:
     model, init_fn, schedule = train_state.make_initializer(config, total_steps=steps + 1)
     replicated = sharding.replicated(mesh)
     state = jax.jit(init_fn, out_shardings=replicated)()
+    loss_fn = objective.from_config(config, model, steps + 1)
     step_fn = jax.jit(
-        lambda s, b: train.train_step(s, b, loss_fn=train.make_loss_fn(config, model, steps + 1), schedule=schedule),
+        lambda s, b: train.train_step(s, b, loss_fn=loss_fn, schedule=schedule),
         in_shardings=(replicated, sharding.batch_sharding(mesh)),
-        out_shardings=(replicated, replicated),
+        out_shardings=(replicated, replicated, replicated),
     )
     size, num_frames, b = config.data.image_size, config.data.num_refs + 1, config.batch_size
     rng = np.random.default_rng(0)
@@ -150,7 +151,7 @@ def bench(config, steps: int, memory_only: bool = False) -> dict:
     features = jax.jit(lambda v, x, f: model.apply(v, x, f, refine=False).features)(variables, inputs, flow)
     parts = {"encoder": encoder_s, "ven": 0.0, "sampler": 0.0}
     if config.model.use_ven:
-        ven = motion.ValueExtractionNetwork(**model.ven)
+        ven = ven_lib.ValueExtractionNetwork(**model.ven, **model.value_map, dtype=model.dtype)
 
         def ven_loss(params, target, refs):
             out = ven.apply({"params": params}, target, refs, train=True, rngs={"dropkey": jax.random.PRNGKey(0)})

@@ -25,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.encoder.stem_width = 16
     config.model.encoder.stage_widths = (16, 32, 64, 64)
     config.model.reconstruction.radius = 4
-    config.model.ven.ven_window = 4
+    config.model.value_map.window = 4
     config.model.sampler.radius_max = 6
     config.memory.bank_frames = 256
     config.memory.bank_pixels = 32
@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # At 64x64 and 500 steps the paper's lambda_pn=0.1 lets the positive/negative term dominate
     # and the reconstruction error rises (bench/RESULTS.md); 0.01 keeps the demo learning.
     config.loss.lambda_pn = 0.01
-    config.eval.run_at_end = True
+    config.evals.synthetic = ytvos.synthetic_eval()
     if arg == "debug":
         ytvos.shrink_for_tests(config)
     elif arg:

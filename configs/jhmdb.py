@@ -5,14 +5,18 @@
 """
 
 import ml_collections
+from ml_collections import config_dict
 
-from configs import davis
+from configs import propagation
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = davis.base_config()
-    config.benchmark = "jhmdb"
+    config = propagation.benchmark_config("jhmdb")
     config.preset = "crw"
+    config.jhmdb_root = config_dict.placeholder(str)  # Holds Rename_Images/, joint_positions/, splits/.
+    config.jhmdb_split = 1
+    config.jhmdb_sigma = 0.5  # Gaussian sigma (feature cells) of the first frame's joint heatmaps.
+    config.jhmdb_topk = 3  # A joint is decoded from its heatmap's topk largest values.
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/jhmdb.py")
     return config

@@ -8,6 +8,7 @@ maps row names to switch overrides.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import demo, ytvos
 
@@ -29,5 +30,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown variant {arg!r}; use configs/table4.py, :demo or :debug")
     config.sweep = ml_collections.ConfigDict()
     config.sweep.rows = ml_collections.ConfigDict({name: dict(row) for name, row in ROWS.items()})
-    config.sweep.only = ""  # Comma-separated subset of rows (default: all).
+    config.sweep.only = config_dict.placeholder(str)  # Comma-separated subset of rows; None: all.
     return config

@@ -7,6 +7,7 @@ Variants: `configs/ytvos.py:debug` is a tiny version for tests (seconds on a CPU
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import propagation
 
@@ -16,7 +17,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seed = 0
     config.batch_size = 32
     config.num_epochs = 20
-    config.num_train_steps = -1  # > 0 overrides num_epochs.
+    config.num_train_steps = config_dict.placeholder(int)  # None: num_epochs epochs.
     config.log_every_steps = 50
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3
@@ -54,22 +55,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.encoder.stage_widths = (64, 128, 256, 256)
     config.model.encoder.bn_mode = "frozen"
     config.model.encoder.pos_embed = False
-    # MER's contributions (MER_SPEC sections 3-5); all off is the MAST-style baseline of Table 4.
+    # MER's contributions (docs/method.md); all off is the MAST-style baseline of Table 4.
     config.model.use_flow = True
     config.model.use_ven = True
     config.model.use_sampler = True
     config.model.use_weight_map = True
     config.model.use_pos_neg = True
     config.model.flow = ml_collections.ConfigDict()
-    config.model.flow.flow_encoding = "color"
-    config.model.flow.flow_alpha_init = 0.1
+    config.model.flow.encoding = "color"
+    config.model.flow.alpha_init = 0.1
+    # The potential value map of the VEN and of the weight map (use_ven or use_weight_map).
+    config.model.value_map = ml_collections.ConfigDict()
+    config.model.value_map.window = 8
+    config.model.value_map.beta = 0.6
     config.model.ven = ml_collections.ConfigDict()
-    config.model.ven.ven_window = 8
-    config.model.ven.ven_beta = 0.6
-    config.model.ven.ven_heads = 4
-    config.model.ven.ven_kv_pool = 2
-    config.model.ven.ven_query_chunk = 1024
-    config.model.ven.ven_radius = 0  # 0: global attention over the pooled references.
+    config.model.ven.num_heads = 4
+    config.model.ven.kv_pool = 2
+    config.model.ven.query_chunk = 1024
+    config.model.ven.radius = config_dict.placeholder(int)  # None: global attention over the pooled refs.
     config.model.ven.dropkey_rate = 0.1
     config.model.sampler = ml_collections.ConfigDict()
     config.model.sampler.num_clusters = 5
@@ -81,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.sampler.radius_min = 2
     config.model.sampler.radius_max = 12
     config.model.reconstruction = ml_collections.ConfigDict()
-    config.model.reconstruction.radius = 6
+    config.model.reconstruction.radius = 6  # Without the sampler; with it, model.sampler.radius_max.
     config.model.reconstruction.temperature = 1.0
     config.model.reconstruction.ref_fusion = "joint"
     config.model.reconstruction.tile = 8
@@ -89,11 +92,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.loss_scale = 30.0
     config.loss.loss_channels = "dropped"
-    config.loss.gamma_ramp_steps = -1  # <= 0: the whole run.
+    config.loss.gamma_ramp_steps = config_dict.placeholder(int)  # None: the whole run.
     config.loss.lambda_pn = 0.1
     config.loss.pn_recon_weight = 1.0
     # Ours (docs/decisions.md): the positive/negative softmax on L2-normalised features at this
-    # temperature; False uses the raw features at model.reconstruction.temperature as the spec reads.
+    # temperature; the paper's reading is pn_normalize=False, pn_temperature=1.0 (raw features).
     config.loss.pn_normalize = True
     config.loss.pn_temperature = 0.07
 
@@ -109,16 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.weight_decay = 1e-5
     config.optim.final_lr_fraction = 0.2
 
-    # Label propagation on held-out procedural videos after training (the demo turns it on).
-    config.eval = ml_collections.ConfigDict()
-    config.eval.run_at_end = False
-    config.eval.num_videos = 8
-    config.eval.num_frames = 24
-    config.eval.num_objects = 3
-    config.eval.seed = 1_000_003  # Held out: training videos come from config.seed.
-    config.eval.preset = "crw"
-    config.eval.presets = propagation.presets()
-    config.eval.lab_temperature = 0.05
+    # Evaluations during training: config.evals.<name> (a key of
+    # mer_jax.evaluation.training_evals.EVALUATORS) holds `every_steps` (None: not periodically),
+    # `at_end` (after the last step) and the evaluator's own fields. `synthetic_eval()` is the demo's.
+    config.evals = ml_collections.ConfigDict()
 
     if arg == "debug":
         shrink_for_tests(config)
@@ -144,14 +141,31 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> None:
     config.model.encoder.stage_widths = (8, 8, 16, 16)
     config.model.reconstruction.radius = 2
     config.model.reconstruction.tile = 4
-    config.model.ven.ven_window = 2
+    config.model.value_map.window = 2
     config.model.sampler.num_clusters = 3
     config.model.sampler.kmeans_iters = 3
     config.model.sampler.radius_max = 3
     config.memory.bank_frames = 8
     config.memory.bank_pixels = 4
     config.memory.num_negatives = 16
-    config.eval.run_at_end = False
-    config.eval.num_videos = 2
-    config.eval.num_frames = 6
-    config.eval.num_objects = 2
+    if "synthetic" in config.evals:
+        config.evals.synthetic.num_videos = 2
+        config.evals.synthetic.num_frames = 6
+        config.evals.synthetic.num_objects = 2
+        config.evals.synthetic.at_end = False  # Tests that evaluate turn it on.
+
+
+def synthetic_eval() -> ml_collections.ConfigDict:
+    """J&F of label propagation on held-out procedural videos, trained encoder and raw-Lab baseline."""
+    fields = ml_collections.ConfigDict()
+    fields.every_steps = config_dict.placeholder(int)  # None: not during training.
+    fields.at_end = True  # Also after the last step.
+    fields.num_videos = 8
+    fields.num_frames = 24
+    fields.num_objects = 3
+    fields.seed = 1_000_003  # Held out: training videos come from config.seed.
+    fields.preset = "crw"
+    fields.presets = propagation.presets()
+    fields.lab_temperature = 0.05
+    fields.feature_batch = 8
+    return fields

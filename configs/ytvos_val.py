@@ -5,13 +5,17 @@
 """
 
 import ml_collections
+from ml_collections import config_dict
 
-from configs import davis
+from configs import propagation
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = davis.base_config()
-    config.benchmark = "ytvos"
+    config = propagation.benchmark_config("ytvos")
+    config.ytvos_root = config_dict.placeholder(str)  # YouTube-VOS valid/ (JPEGImages/, Annotations/, meta.json).
+    # Frames taller than this are propagated at this height (None, from Python: native size; the
+    # command line cannot give None to an int field, so pass a height above the frames' instead).
+    config.ytvos_max_height = config_dict.FieldReference(480, field_type=int)
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/ytvos_val.py")
     return config

@@ -30,9 +30,8 @@ import tqdm
 from absl import app, flags
 
 from data_prep import compute_flow, video_builder
-from mer_jax.data import video_files
 from mer_jax.data import flow as flow_lib
-from mer_jax.data import resize, video_dataset
+from mer_jax.data import resize, video_dataset, video_files
 
 
 class BuildOptions(NamedTuple):

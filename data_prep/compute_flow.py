@@ -7,11 +7,12 @@
 DAVIS `JPEGImages/480p`, ...) and/or MP4/AVI files. For every video this writes
 `FLOWDIR/<video>.npz` with `flow` float16 [T, h, w, 2] (frame t to frame t - flow_gap, pixels of
 the frames it was computed on, (dx, dy); zero for t < flow_gap; OpenCV DIS,
-`mer_jax.flow.dis_flow`), `frames` (the frame file names; `00000`, `00001`, ... for a video
-file), `flow_gap` and `frame_size` (the videos' own [H, W]). By default flow is computed at the
-frames' own size (h, w = H, W), as the spec does. `--flow_size=S` computes it on the frames
-resized to S x S (as training sees them; never cropped): on 480p DAVIS frames, S=256 takes 5 ms
-and 0.17 MB per frame instead of 44 ms and 0.97 MB.
+`mer_jax.data.flow.dis_flow`), `frames` (the frame file names; `00000`, `00001`, ... for a
+video file), `flow_gap` and `frame_size` (the videos' own [H, W]). By default flow is computed at
+the frames' own size (h, w = H, W), as the method does (docs/method.md, 'Flow fusion').
+`--flow_size=S` computes it on the frames resized to S x S (as training sees them; never
+cropped): on 480p DAVIS frames, S=256 takes 5 ms and 0.17 MB per frame instead of 44 ms and
+0.97 MB.
 
 Storage: float16 in an npz (zip, deflate level 1: as small as numpy's default level within 3%,
 twice as fast). For |flow| < 64 px the rounding error is at most 0.016 px (half the float16
@@ -31,9 +32,8 @@ import numpy as np
 import tqdm
 from absl import app, flags
 
-from mer_jax.data import video_files
 from mer_jax.data import flow as flow_lib
-from mer_jax.data import resize
+from mer_jax.data import resize, video_files
 
 SUFFIX = ".npz"
 

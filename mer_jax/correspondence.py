@@ -1,14 +1,17 @@
 """Local-window affinity and label/colour reconstruction (shared by training and evaluation).
 
-Every target pixel attends to the reference pixels within a square window (Chebyshev distance
-<= radius) around its own position; the softmax runs jointly over all references' windows
-(`ref_fusion='joint'`), or per reference followed by a per-pixel median (`'median'`).
+See docs/method.md, 'Reconstruction and losses' and 'Label propagation'. Every target pixel
+attends to the reference pixels within a square window (Chebyshev distance <= radius) around
+its own position; the softmax runs jointly over all references' windows (`ref_fusion='joint'`),
+or per reference followed by a per-pixel median (`'median'`).
 
 The computation is tiled: the target grid is cut into `tile` x `tile` blocks, and each block
 attends densely to the (tile + 2 radius)^2 reference pixels that cover all of its windows, with
 the out-of-window and out-of-image entries masked. This is exactly a dense softmax with a
 distance mask, costs O(HW (tile + 2r)^2) memory instead of O((HW)^2), and turns the work into
-batched matrix products.
+batched matrix products. Training cuts every tile row's windows at once (`reference_windows`);
+label propagation cuts one tile row at a time (`row_windows` under `lax.map`) to bound memory.
+Both score the windows with `window_logits`.
 """
 
 from typing import NamedTuple
@@ -19,7 +22,8 @@ import numpy as np
 
 REF_FUSIONS = ("joint", "median")
 WINDOWS = ("square", "disk")
-_MASKED_LOGIT = -1e30
+# Logit of a masked (out-of-window, out-of-image or left-out) entry: its softmax weight is exactly 0.
+MASKED_LOGIT = -1e30
 
 
 def num_tiles(size: int, tile: int) -> int:
@@ -42,8 +46,43 @@ def untile_queries(x: jax.Array, height: int, width: int, tile: int) -> jax.Arra
     return x.reshape(b, ny * tile, nx * tile, d)[:, :height, :width]
 
 
+def pad_for_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
+    """Zero-pads maps so that every query tile's window is a plain slice.
+
+    Args:
+      x: [..., H, W, D] maps.
+
+    Returns:
+      [..., nTy tile + 2 radius, nTx tile + 2 radius, D]: `radius` zero rows/cols before, the
+      rest (radius plus the partial tile) after.
+    """
+    h, w = x.shape[-3:-1]
+    rows, cols = num_tiles(h, tile) * tile, num_tiles(w, tile) * tile
+    pad = [(0, 0)] * (x.ndim - 3) + [(radius, radius + rows - h), (radius, radius + cols - w), (0, 0)]
+    return jnp.pad(x, pad)
+
+
+def row_windows(padded: jax.Array, row: int | jax.Array, radius: int, tile: int) -> jax.Array:
+    """Cuts the windows of one row of query tiles.
+
+    Args:
+      padded: [..., Hp, Wp, D] maps from `pad_for_windows`.
+      row: the tile row (a Python int or a traced scalar).
+
+    Returns:
+      [..., nTx, S*S, D] with S = tile + 2 radius: tile (row, x) sees padded rows
+      [row tile, row tile + S) and cols [x tile, x tile + S), flattened row-major.
+    """
+    span = tile + 2 * radius
+    nx = (padded.shape[-2] - 2 * radius) // tile
+    strip = jax.lax.dynamic_slice_in_dim(padded, row * tile, span, axis=padded.ndim - 3)  # [..., S, Wp, D]
+    cols = np.arange(nx)[:, None] * tile + np.arange(span)[None, :]  # [nTx, S]
+    windows = jnp.moveaxis(strip[..., cols, :], -4, -3)  # [..., nTx, S, S, D]
+    return windows.reshape(*windows.shape[:-3], span * span, windows.shape[-1])
+
+
 def reference_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
-    """Cuts the reference region each query tile can see.
+    """Cuts the reference region each query tile can see, for every tile row at once.
 
     Args:
       x: [B, R, H, W, D] reference maps.
@@ -51,15 +90,25 @@ def reference_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
     Returns:
       [B, nTy, nTx, R, S*S, D] with S = tile + 2 radius; rows/cols outside the image are zeros.
     """
-    b, r, h, w, d = x.shape
-    ny, nx = num_tiles(h, tile), num_tiles(w, tile)
-    span = tile + 2 * radius
-    x = jnp.pad(x, ((0, 0), (0, 0), (radius, radius + ny * tile - h), (radius, radius + nx * tile - w), (0, 0)))
-    rows = np.arange(ny)[:, None] * tile + np.arange(span)[None, :]  # [nTy, S]
-    cols = np.arange(nx)[:, None] * tile + np.arange(span)[None, :]  # [nTx, S]
-    x = x[:, :, rows][:, :, :, :, cols]  # [B, R, nTy, S, nTx, S, D]
-    x = x.transpose(0, 2, 4, 1, 3, 5, 6)
-    return x.reshape(b, ny, nx, r, span * span, d)
+    padded = pad_for_windows(x, radius, tile)
+    rows = [row_windows(padded, y, radius, tile) for y in range(num_tiles(x.shape[2], tile))]
+    return jnp.stack(rows, axis=1).transpose(0, 1, 3, 2, 4, 5)  # [B, R, nTy, nTx, K, D] -> [B, nTy, nTx, R, K, D]
+
+
+def window_logits(query: jax.Array, keys: jax.Array, allowed: jax.Array, temperature: float) -> jax.Array:
+    """Affinities of query tiles to their reference windows, masked.
+
+    Args:
+      query: [..., Q, C] query tiles (Q = tile^2).
+      keys: [..., R, K, C] their references' windows (K = S^2).
+      allowed: bool, broadcastable to [..., Q, R, K]; False entries get `MASKED_LOGIT`.
+      temperature: the affinities are <query, key> / temperature.
+
+    Returns:
+      [..., Q, R, K] float logits.
+    """
+    logits = jnp.einsum("...qc,...rkc->...qrk", query, keys) / temperature
+    return jnp.where(allowed, logits, MASKED_LOGIT)
 
 
 def window_distance(radius: int, tile: int, window: str = "square") -> np.ndarray:
@@ -148,7 +197,6 @@ def _local_logits(query, keys, values, radius, temperature, tile, pixel_radius):
     q = tile_queries(query, tile)  # [B, nTy, nTx, Q, C]
     k = reference_windows(keys, radius, tile)  # [B, nTy, nTx, R, K, C]
     v = reference_windows(values, radius, tile)  # [B, nTy, nTx, R, K, V]
-    logits = jnp.einsum("byxqc,byxrkc->byxqrk", q, k) / temperature
     if pixel_radius is None:
         allowed = jnp.asarray((distance <= radius)[None, None] & inside[:, :, None, :])
         allowed = allowed[None, :, :, :, None, :]  # [1, nTy, nTx, Q, 1, K]
@@ -156,11 +204,11 @@ def _local_logits(query, keys, values, radius, temperature, tile, pixel_radius):
         r_tiles = tile_queries(jnp.minimum(pixel_radius, radius)[..., None], tile)  # [B, nTy, nTx, Q, 1]
         allowed = (distance[None, None, None] <= r_tiles) & inside[None, :, :, None, :]
         allowed = allowed[:, :, :, :, None, :]
-    return jnp.where(allowed, logits, _MASKED_LOGIT), v
+    return window_logits(q, k, allowed, temperature), v
 
 
 class PositiveNegative(NamedTuple):
-    """Reconstructions with a memory bank of negatives (spec section 5)."""
+    """Reconstructions with a memory bank of negatives (docs/method.md, 'Reconstruction and losses')."""
 
     positive: jax.Array  # [B, H, W, V] reconstruction from the local windows only
     joint: jax.Array  # [B, H, W, V] reconstruction with the negatives in the softmax
@@ -196,7 +244,7 @@ def local_reconstruct_with_negatives(
     positive = logits.reshape(*logits.shape[:4], -1)  # [B, nTy, nTx, Q, R*K]
     q = tile_queries(query, tile)
     negative = jnp.einsum("byxqc,bmc->byxqm", q, negative_keys) / temperature
-    negative = jnp.where(negative_valid[:, None, None, None, :], negative, _MASKED_LOGIT)
+    negative = jnp.where(negative_valid[:, None, None, None, :], negative, MASKED_LOGIT)
     lse_positive = jax.nn.logsumexp(positive, axis=-1, keepdims=True)
     lse_joint = jnp.logaddexp(lse_positive, jax.nn.logsumexp(negative, axis=-1, keepdims=True))
     v = v.reshape(*v.shape[:3], -1, v.shape[-1])

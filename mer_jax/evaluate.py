@@ -3,6 +3,7 @@
 Picks the benchmark's evaluator (`config.benchmark`), the encoder (`config.encoder`: the
 trained model at `config.checkpoint`, or raw Lab pixels) and the propagation preset
 (`config.preset`, every number in `config.presets`), and writes results under `config.output`.
+Every other field of the config is the evaluator's own and is passed to it unchanged.
 """
 
 import os
@@ -11,25 +12,22 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from mer_jax.evaluation import davis, features, jhmdb, propagation, ytvos
+from mer_jax.evaluation import davis, features, jhmdb, protocol, ytvos
 
 EVALUATORS = {"davis": davis.Evaluator, "jhmdb": jhmdb.Evaluator, "ytvos": ytvos.Evaluator}
-
-
-def make_preset(fields: ml_collections.ConfigDict, encoder: str, lab_temperature: float) -> propagation.Preset:
-    """The propagation protocol; the lab encoder always uses L2-normalised features at
-    `lab_temperature` (an unnormalised dot product of Lab pixels is nearly uniform)."""
-    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in fields.items()}
-    if encoder == "lab":
-        values.update(normalize=True, temperature=lab_temperature)
-    return propagation.Preset(**values)
+# The fields this module uses itself (configs/propagation.py); the rest go to the evaluator.
+RUN_FIELDS = (
+    "benchmark", "checkpoint", "encoder", "preset", "presets", "lab_temperature", "lab_mean", "lab_std", "output",
+    "feature_batch",
+)  # fmt: skip
 
 
 def output_dir(config: ml_collections.ConfigDict) -> str:
     """config.output, or <checkpoint or .>/eval_<benchmark>_<encoder>_<preset>."""
-    if config.output:
+    if config.output is not None:
         return os.path.abspath(os.path.expanduser(config.output))
-    base = os.path.expanduser(config.checkpoint) if config.encoder == "trained" and config.checkpoint else "."
+    trained = config.encoder == "trained" and config.checkpoint is not None
+    base = os.path.expanduser(config.checkpoint) if trained else "."
     return os.path.abspath(os.path.join(base, f"eval_{config.benchmark}_{config.encoder}_{config.preset}"))
 
 
@@ -39,11 +37,16 @@ def evaluate(config: ml_collections.ConfigDict) -> dict:
         raise ValueError(f"benchmark must be one of {sorted(EVALUATORS)}, got {config.benchmark!r}")
     if config.preset not in config.presets:
         raise ValueError(f"preset must be one of {sorted(config.presets)}, got {config.preset!r}")
-    evaluator = EVALUATORS[config.benchmark](config)  # Checks the data before loading a model.
+    own_fields = {key: value for key, value in config.items() if key not in RUN_FIELDS}
+    evaluator = EVALUATORS[config.benchmark](**own_fields)  # Checks the data before loading a model.
     encoder = features.make_encoder(
-        config.encoder, config.checkpoint, batch=config.feature_batch, lab_mean=config.lab_mean, lab_std=config.lab_std
+        config.encoder,
+        config.checkpoint,
+        feature_batch=config.feature_batch,
+        lab_mean=config.lab_mean,
+        lab_std=config.lab_std,
     )
-    preset = make_preset(config.presets[config.preset], config.encoder, config.lab_temperature)
+    preset = protocol.make_preset(config.presets[config.preset], config.encoder, config.lab_temperature)
     return evaluator.run(encoder, preset, output_dir(config))
 
 

@@ -91,7 +91,7 @@ def embed(exported: ExportedModel, frames: jax.Array, flow: jax.Array | None = N
     """Features of uint8 RGB frames [B, H, W, 3] -> [B, ceil(H/4), ceil(W/4), embed_dim].
 
     Models trained with `use_flow` need each frame's flow [B, H, W, 2] (pixels, to the frame
-    `flow_gap` earlier, e.g. from `mer_jax.flow.dis_flow`).
+    `flow_gap` earlier, e.g. from `mer_jax.data.flow.dis_flow`).
     """
     config = exported.config
     lab = color.uint8_rgb_to_normalized_lab(frames, tuple(config.data.lab_mean), tuple(config.data.lab_std))

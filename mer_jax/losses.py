@@ -1,4 +1,4 @@
-"""Pure loss functions of the reconstruction objective (spec section 5)."""
+"""Pure loss functions of the reconstruction objective (docs/method.md, 'Reconstruction and losses')."""
 
 import jax
 import jax.numpy as jnp
@@ -40,13 +40,6 @@ def reconstruction_error(
     if loss_channels == "all":
         return per_channel
     return jnp.take_along_axis(per_channel, dropped_channel[:, None, None, None], axis=-1)
-
-
-def reconstruction_loss(prediction, target, dropped_channel, *, loss_scale: float, loss_channels: str) -> jax.Array:
-    """Mean of `reconstruction_error` (same arguments): a scalar."""
-    return jnp.mean(
-        reconstruction_error(prediction, target, dropped_channel, loss_scale=loss_scale, loss_channels=loss_channels)
-    )
 
 
 def gamma_ramp(step: jax.Array, ramp_steps: int) -> jax.Array:

@@ -1,4 +1,4 @@
-"""The negatives memory bank of the positive/negative reconstruction loss (spec section 5).
+"""The negatives memory bank of the positive/negative reconstruction loss (docs/method.md, 'Reconstruction and losses').
 
 This file owns the FIFO of (key, value, video id) triples taken from earlier batches: its pytree
 (`MemoryBank`, part of the train state, so Orbax saves and restores it), the write of a batch

@@ -2,7 +2,7 @@
 
 clu's own writers (`clu.metric_writers`) import TensorFlow, which would double the install
 and may grab GPU memory; this writer keeps the same methods (`write_scalars`,
-`write_hparams`, `flush`, `close`) and writes TensorBoard event files through tensorboardX.
+`write_hparams`, `close`) and writes TensorBoard event files through tensorboardX.
 Only process 0 writes events; every process logs.
 """
 
@@ -32,10 +32,6 @@ class MetricWriter:
         logging.info("hparams: %s", dict(hparams))
         if self._events is not None:
             self._events.add_text("hparams", "\n".join(f"    {k}: {v}" for k, v in sorted(hparams.items())), 0)
-
-    def flush(self) -> None:
-        if self._events is not None:
-            self._events.flush()
 
     def close(self) -> None:
         if self._events is not None:

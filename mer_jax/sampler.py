@@ -1,4 +1,5 @@
-"""Multi-Cluster Sampler: per-pixel sampling radii for the target frame (spec section 4).
+"""Multi-Cluster Sampler: per-pixel sampling radii for the target frame (docs/method.md,
+'Multi-cluster sampler').
 
 This file owns the non-differentiable pipeline that turns target features into the per-pixel window
 radii consumed by `correspondence.local_reconstruct(..., radius=radius_max, pixel_radius=...)`:
@@ -13,7 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-_EPS = 1e-12
+from mer_jax import feature_maps
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -41,10 +43,6 @@ class SamplerOutput(NamedTuple):
     radius: jax.Array
     base_radius: jax.Array
     regions: jax.Array
-
-
-def _l2_normalise(x: jax.Array) -> jax.Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _EPS)
 
 
 def kmeans_init(points: jax.Array, num_clusters: int) -> jax.Array:
@@ -130,7 +128,7 @@ def cluster_features(features: jax.Array, xy_weight: float) -> jax.Array:
       [B, h*w, C+2] points in raster (row-major) order: C L2-normalised feature channels, then x, y.
     """
     b, h, w, c = features.shape
-    features = _l2_normalise(jax.lax.stop_gradient(features))
+    features = feature_maps.l2_normalize(jax.lax.stop_gradient(features))
     scale = xy_weight / max(max(h, w) - 1, 1)
     ys, xs = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
     xy = jnp.stack([xs, ys], axis=-1).astype(features.dtype) * scale  # [h, w, 2]
@@ -205,8 +203,8 @@ def grow_regions(
     b, h, w, _ = features.shape
     num_clusters = centroids_feat.shape[1]
     max_rounds = h + w if max_rounds is None else max_rounds
-    features = _l2_normalise(jax.lax.stop_gradient(features))
-    centroids_feat = _l2_normalise(jax.lax.stop_gradient(centroids_feat))
+    features = feature_maps.l2_normalize(jax.lax.stop_gradient(features))
+    centroids_feat = feature_maps.l2_normalize(jax.lax.stop_gradient(centroids_feat))
     cos = jnp.einsum("bhwc,bkc->bhwk", features, centroids_feat, precision=_HIGHEST)
     seed = jnp.argmax(cos.reshape(b, h * w, num_clusters), axis=1)  # [B, K]
     is_seed = (jnp.arange(h * w)[None, :, None] == seed[:, None, :]).reshape(b, h, w, num_clusters)

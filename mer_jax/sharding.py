@@ -1,6 +1,6 @@
 """Device mesh and shardings for data-parallel training (one 'data' axis, params replicated)."""
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -40,8 +40,3 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     """Assembles each process's part of the batch into global arrays sharded over 'data'."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Places a host pytree on every device of the mesh."""
-    return jax.device_put(tree, replicated(mesh))

@@ -2,7 +2,7 @@
 
 Each row of `config.sweep.rows` ({row: {switch: value}}) trains into `DIR/<row>` with the base
 config's other fields (resuming like any run), then `DIR/sweep_results.json` collects each row's
-held-out evaluation (`eval_results.json`, when `config.eval.run_at_end`).
+held-out evaluation (`eval_results.json`, written by the `config.evals.synthetic` evaluator).
 """
 
 import json
@@ -29,7 +29,7 @@ def row_config(config: ml_collections.ConfigDict, row: str) -> ml_collections.Co
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains every (selected) row; returns {row: eval results or {}}."""
-    rows = list(config.sweep.rows) if not config.sweep.only else config.sweep.only.split(",")
+    rows = list(config.sweep.rows) if config.sweep.only is None else config.sweep.only.split(",")
     unknown = sorted(set(rows) - set(config.sweep.rows))
     if unknown:
         raise ValueError(f"unknown sweep rows {unknown}; the config has {sorted(config.sweep.rows)}")

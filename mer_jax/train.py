@@ -10,7 +10,6 @@ latest checkpoint with the same data order.
 """
 
 import functools
-import json
 import logging as logging_lib
 import math
 import os
@@ -33,15 +32,15 @@ from ml_collections import config_flags
 from mer_jax import (
     checkpointing,
     distributed,
-    evaluate,
     export,
     input_pipeline,
     metric_writer,
+    objective,
     sharding,
     train_state,
 )
-from mer_jax.data import sources, synthetic_video
-from mer_jax.evaluation import features, synthetic
+from mer_jax.data import sources
+from mer_jax.evaluation import training_evals
 from mer_jax.models import mer
 
 Batch = dict[str, jax.Array]
@@ -57,74 +56,78 @@ class TrainMetrics(clu_metrics.Collection):
     lr: clu_metrics.LastValue.from_output("lr")
 
 
-def _global_norm(tree: Any) -> jax.Array:
-    """L2 norm of all leaves of a pytree together."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
 def train_step(
     state: train_state.TrainState, batch: Batch, *, loss_fn: Callable, schedule: optax.Schedule
-) -> tuple[train_state.TrainState, TrainMetrics]:
-    """One optimisation step on a global batch ('frames', 'video_id', and 'flow' with use_flow)."""
+) -> tuple[train_state.TrainState, TrainMetrics, jax.Array]:
+    """One optimisation step on a global batch ('frames', 'video_id', and 'flow' with use_flow).
+
+    Returns:
+      (new state, metrics, finite): `finite` is a bool scalar, False when the loss, the gradient
+      norm or the updated parameters are not finite; the update is then not applied (the new
+      state keeps the old parameters, optimizer state, BatchNorm statistics and memory bank, and
+      only the step advances).
+    """
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_of(params):
         return loss_fn(params, state.batch_stats, batch, rng, state.step, state.memory_bank)
 
     (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    grad_norm = optax.tree_utils.tree_norm(grads)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree_utils.tree_norm(params))
+    updated = (params, opt_state, aux.batch_stats, aux.memory_bank)
+    kept = (state.params, state.opt_state, state.batch_stats, state.memory_bank)
+    params, opt_state, batch_stats, bank = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
     new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=aux.batch_stats,
-        opt_state=opt_state,
-        memory_bank=aux.memory_bank,
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, memory_bank=bank
     )
     step_metrics = TrainMetrics.single_from_model_output(
-        loss=loss, grad_norm=_global_norm(grads), lr=schedule(state.step), **aux.parts
+        loss=loss, grad_norm=grad_norm, lr=schedule(state.step), **aux.parts
     )
-    return new_state, step_metrics
+    return new_state, step_metrics, finite
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_videos: int) -> int:
-    """config.num_train_steps if positive, else the steps of num_epochs epochs."""
-    if config.num_train_steps > 0:
+    """config.num_train_steps if set, else the steps of num_epochs epochs."""
+    if config.num_train_steps is not None:
         return config.num_train_steps
     clips = config.num_epochs * num_videos * config.data.clips_per_video
     return math.ceil(clips / config.batch_size)
 
 
-def make_loss_fn(config: ml_collections.ConfigDict, model: mer.MER, total_steps: int) -> Callable:
-    """`mer.clip_loss` bound to the config's hyper-parameters and switches."""
-    if config.model.use_pos_neg and config.model.reconstruction.ref_fusion != "joint":
-        raise ValueError("use_pos_neg needs model.reconstruction.ref_fusion='joint' (negatives join one softmax)")
-    loss = dict(config.loss)
-    if loss["gamma_ramp_steps"] <= 0:
-        loss["gamma_ramp_steps"] = total_steps
-    if not loss["pn_normalize"]:
-        loss["pn_temperature"] = config.model.reconstruction.temperature
-    ven = config.model.ven
-    return functools.partial(
-        mer.clip_loss,
-        model=model,
-        lab_mean=tuple(config.data.lab_mean),
-        lab_std=tuple(config.data.lab_std),
-        reconstruction=dict(config.model.reconstruction),
-        loss=loss,
-        sampler_args=dict(config.model.sampler) if config.model.use_sampler else None,
-        weight_map_window=(ven.ven_window, ven.ven_beta) if config.model.use_weight_map else None,
-        memory=dict(bank_pixels=config.memory.bank_pixels, num_negatives=config.memory.num_negatives)
-        if config.model.use_pos_neg
-        else None,
-        remat=config.remat,
-    )
+@jax.jit
+def _first_non_finite(first: jax.Array, step: jax.Array, finite: jax.Array) -> jax.Array:
+    """The first step whose update was refused (-1 while none), folded on the device."""
+    return jnp.where((first < 0) & ~finite, step, first)
 
 
-def _non_finite_loss(loss: float, step: int, last_checkpoint: int | None, workdir: str) -> FloatingPointError:
+def _non_finite_error(step: int, last_checkpoint: int | None, workdir: str) -> FloatingPointError:
     return FloatingPointError(
-        f"Non-finite loss ({loss}) at step {step}. The last checkpoint is step {last_checkpoint} in "
-        f"{workdir}; lower the learning rate (--config.optim.lr) or inspect the data, then rerun."
+        f"Non-finite loss or gradient at step {step}: its update was not applied and nothing after it "
+        f"was saved. The last checkpoint is step {last_checkpoint} in {workdir}; lower the learning rate "
+        "(--config.optim.lr) or inspect the data, then rerun."
     )
+
+
+def _host_variables(state: train_state.TrainState) -> dict:
+    """Host copies of the replicated model variables: each process evaluates on its own devices,
+    with no collective."""
+    return jax.tree.map(
+        lambda x: np.asarray(x.addressable_data(0)), {"params": state.params, "batch_stats": state.batch_stats}
+    )
+
+
+def make_evaluators(config: ml_collections.ConfigDict) -> dict[str, tuple[Any, int | None, bool]]:
+    """{name: (evaluator, every_steps, at_end)} of config.evals; the evaluator gets the other fields."""
+    evaluators = {}
+    for name, fields in config.evals.items():
+        if name not in training_evals.EVALUATORS:
+            raise ValueError(f"config.evals.{name}: unknown evaluator; use one of {sorted(training_evals.EVALUATORS)}")
+        arguments = {k: v for k, v in fields.items() if k not in ("every_steps", "at_end")}
+        evaluators[name] = (training_evals.EVALUATORS[name](**arguments), fields.every_steps, fields.at_end)
+    return evaluators
 
 
 def train_and_evaluate(
@@ -149,10 +152,12 @@ def train_and_evaluate(
     workdir = os.path.abspath(os.path.expanduser(workdir))
     mesh = mesh if mesh is not None else sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
+    evaluators = make_evaluators(config)
     source = sources.make_source(config.data, config.seed)
     total_steps = num_train_steps(config, len(source))
 
     model, init_fn, schedule = train_state.make_initializer(config, total_steps)
+    loss_fn = objective.from_config(config, model, total_steps)
     replicated = sharding.replicated(mesh)
     abstract_state = checkpointing.with_sharding(jax.eval_shape(init_fn), replicated)
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
@@ -162,9 +167,9 @@ def train_and_evaluate(
         checkpointing.save_config(workdir, config)
 
     step_fn = jax.jit(
-        functools.partial(train_step, loss_fn=make_loss_fn(config, model, total_steps), schedule=schedule),
+        functools.partial(train_step, loss_fn=loss_fn, schedule=schedule),
         in_shardings=(replicated, sharding.batch_sharding(mesh)),
-        out_shardings=(replicated, replicated),
+        out_shardings=(replicated, replicated, replicated),
         donate_argnums=0,
     )
     loader = input_pipeline.ClipLoader(
@@ -195,83 +200,68 @@ def train_and_evaluate(
     )
     end_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
     batches = loader.iterate(start_step)
-    accumulated, previous = None, None
+    # Metrics stay on the device and are read on the host only at log and checkpoint steps.
+    accumulated, first_bad = None, jnp.int32(-1)
     interval_start, interval_steps = time.perf_counter(), 0
 
-    def finish(step: int, step_metrics: TrainMetrics) -> None:
-        """Host-side bookkeeping of a completed step (run one step late to keep the device busy)."""
-        nonlocal accumulated, interval_start, interval_steps
-        loss = float(step_metrics.loss.compute())
-        if not math.isfinite(loss):
-            raise _non_finite_loss(loss, step, checkpointer.latest_step(), workdir)
-        accumulated = step_metrics if accumulated is None else accumulated.merge(step_metrics)
-        interval_steps += 1
-        progress.update(1)
-        progress.set_postfix(loss=f"{loss:.4f}")
-        if (step + 1) % config.log_every_steps == 0 or step + 1 == total_steps:
-            elapsed = time.perf_counter() - interval_start
-            scalars = {k: float(v) for k, v in accumulated.compute().items()}
-            scalars.update(
-                step_time_s=elapsed / interval_steps, clips_per_s=config.batch_size * interval_steps / elapsed
-            )
-            writer.write_scalars(step + 1, scalars)
-            accumulated, interval_start, interval_steps = None, time.perf_counter(), 0
+    def check_finite() -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise _non_finite_error(bad, checkpointer.latest_step(), workdir)
 
     try:
         for step in range(start_step, end_step):
-            state, step_metrics = step_fn(state, sharding.global_batch(next(batches), mesh))
-            if previous is not None:
-                finish(*previous)
-            previous = (step, step_metrics)
-            if (step + 1) % config.checkpoint_every_steps == 0 or step + 1 == total_steps:
-                finish(*previous)  # Never checkpoint a non-finite state.
-                previous = None
-                checkpointer.save(step + 1, state)
-        if previous is not None:
-            finish(*previous)
+            state, step_metrics, finite = step_fn(state, sharding.global_batch(next(batches), mesh))
+            first_bad = _first_non_finite(first_bad, step, finite)
+            accumulated = step_metrics if accumulated is None else accumulated.merge(step_metrics)
+            interval_steps += 1
+            progress.update(1)
+            done = step + 1
+            if done % config.log_every_steps == 0 or done == total_steps:
+                check_finite()
+                scalars = {k: float(v) for k, v in accumulated.compute().items()}
+                elapsed = time.perf_counter() - interval_start
+                scalars.update(
+                    step_time_s=elapsed / interval_steps, clips_per_s=config.batch_size * interval_steps / elapsed
+                )
+                writer.write_scalars(done, scalars)
+                progress.set_postfix(loss=f"{scalars['loss']:.4f}")
+                accumulated, interval_start, interval_steps = None, time.perf_counter(), 0
+            if done % config.checkpoint_every_steps == 0 or done == total_steps:
+                check_finite()  # Never checkpoint a state after a refused update.
+                checkpointer.save(done, state)
+            due = [
+                name
+                for name, (_, every_steps, at_end) in evaluators.items()
+                if (every_steps and done % every_steps == 0) or (at_end and done == total_steps)
+            ]
+            if due:
+                check_finite()
+                run_evaluators(config, model, state, evaluators, due, done, workdir, writer)
+        check_finite()
     finally:
         batches.close()
         progress.close()
         checkpointer.close()
         writer.close()
-    if config.eval.run_at_end and end_step == total_steps:
-        evaluate_held_out(config, model, state, workdir)
     return state
 
 
-def evaluate_held_out(
-    config: ml_collections.ConfigDict, model: mer.MER, state: train_state.TrainState, workdir: str
-) -> dict[str, dict[str, float]]:
-    """J&F of the trained encoder and of the raw-Lab baseline on held-out procedural videos.
-
-    Writes {"trained": {"J&F-Mean": ...}, "lab": {...}} to workdir/eval_results.json and prints it.
-    """
-    size = config.data.image_size
-    videos = synthetic_video.generate_videos(
-        config.eval.seed, config.eval.num_videos, num_frames=config.eval.num_frames, height=size, width=size,
-        num_objects=config.eval.num_objects, flow_gap=config.data.flow_gap,
-    )  # fmt: skip
-    # Host copies of the replicated variables: every process evaluates on its own devices, with
-    # no collective (process 0 writes the results).
-    variables = jax.tree.map(
-        lambda x: np.asarray(x.addressable_data(0)), {"params": state.params, "batch_stats": state.batch_stats}
-    )
-    encoders = {
-        "trained": features.TrainedEncoder(export.ExportedModel(model, variables, config), batch=config.batch_size),
-        "lab": features.LabEncoder(tuple(config.data.lab_mean), tuple(config.data.lab_std)),
-    }
-    results = {}
-    for name, encoder in encoders.items():
-        preset = evaluate.make_preset(config.eval.presets[config.eval.preset], name, config.eval.lab_temperature)
-        results[name] = synthetic.evaluate(encoder, preset, videos)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "eval_results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        print(
-            f"Held-out J&F-Mean ({len(videos)} procedural videos, preset {config.eval.preset}): "
-            f"trained {results['trained']['J&F-Mean']:.4f}, lab baseline {results['lab']['J&F-Mean']:.4f}"
-        )
-    return results
+def run_evaluators(
+    config: ml_collections.ConfigDict,
+    model: mer.MER,
+    state: train_state.TrainState,
+    evaluators: dict[str, tuple[Any, int | None, bool]],
+    names: list[str],
+    step: int,
+    workdir: str,
+    writer: metric_writer.MetricWriter,
+) -> None:
+    """Runs the named evaluators on the current model; writes their scalars as `<name>/<key>`."""
+    exported = export.ExportedModel(model, _host_variables(state), config)
+    for name in names:
+        scalars = evaluators[name][0].run(exported, workdir)
+        writer.write_scalars(step, {f"{name}/{key}": value for key, value in scalars.items()})
 
 
 def _quiet_orbax_info(record: logging_lib.LogRecord) -> bool:

@@ -50,32 +50,21 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def build_model(config: ml_collections.ConfigDict) -> mer.MER:
-    """The `MER` module of a config (encoder, and flow fusion / VEN when switched on), computing in
-    `config.compute_dtype` with `config.remat`."""
+    """The `MER` network of a config (encoder, and flow fusion / VEN when switched on), computing in
+    `config.compute_dtype` with `config.remat`; config sections are passed through unchanged."""
     if config.compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"config.compute_dtype must be one of {COMPUTE_DTYPES}, got {config.compute_dtype!r}")
-    flow, ven = config.model.flow, config.model.ven
     return mer.MER(
-        dtype=jnp.dtype(config.compute_dtype),
-        remat=config.remat,
         encoder=dict(config.model.encoder),
         use_flow=config.model.use_flow,
-        flow=dict(
-            encoding=flow.flow_encoding,
-            alpha_init=flow.flow_alpha_init,
-            lab_mean=tuple(config.data.lab_mean),
-            lab_std=tuple(config.data.lab_std),
-        ),
+        flow=dict(config.model.flow),
         use_ven=config.model.use_ven,
-        ven=dict(
-            num_heads=ven.ven_heads,
-            kv_pool=ven.ven_kv_pool,
-            query_chunk=ven.ven_query_chunk,
-            radius=ven.ven_radius or None,
-            dropkey_rate=ven.dropkey_rate,
-            window=ven.ven_window,
-            beta=ven.ven_beta,
-        ),
+        ven=dict(config.model.ven),
+        value_map=dict(config.model.value_map),
+        lab_mean=tuple(config.data.lab_mean),
+        lab_std=tuple(config.data.lab_std),
+        dtype=jnp.dtype(config.compute_dtype),
+        remat=config.remat,
     )
 
 

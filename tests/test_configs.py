@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import davis, propagation, ytvos
+from configs import propagation, ytvos
 from configs.table4 import ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,11 +34,27 @@ def flat_keys(config, prefix=""):
 
 
 REFERENCE_KEYS = flat_keys(ytvos.get_config())
-EVALUATION_KEYS = flat_keys(davis.base_config())
+# Configs on the embedded videos also evaluate on held-out procedural videos.
+SYNTHETIC_EVAL_KEYS = {f"evals.synthetic.{key}" for key in flat_keys(ytvos.synthetic_eval())}
+
+
+def training_keys(name, variant):
+    on_embedded_videos = name == "demo.py" or (name == "table4.py" and variant in ("demo", "debug"))
+    return REFERENCE_KEYS | (SYNTHETIC_EVAL_KEYS if on_embedded_videos else set())
+
+
+# Every benchmark config: the shared fields plus exactly its own.
+BENCHMARK_KEYS = flat_keys(propagation.benchmark_config("davis"))
+EVALUATION_KEYS = {
+    "davis.py": BENCHMARK_KEYS | {"davis_root", "year", "subset"},
+    "jhmdb.py": BENCHMARK_KEYS | {"jhmdb_root", "jhmdb_split", "jhmdb_sigma", "jhmdb_topk"},
+    "ytvos_val.py": BENCHMARK_KEYS | {"ytvos_root", "ytvos_max_height"},
+}
 
 
 def test_every_config_file_has_listed_variants():
-    names = {os.path.basename(p) for p in CONFIG_FILES} - {"__init__.py"}
+    # configs/propagation.py holds shared fields (no get_config).
+    names = {os.path.basename(p) for p in CONFIG_FILES} - {"__init__.py", "propagation.py"}
     assert names == set(VARIANTS)
 
 
@@ -50,12 +66,12 @@ def test_config_loads_with_the_reference_keys(name, variant):
     flag_values(["train", f"--config={path}"])
     config = flag_values.config
     if name == "table4.py":
-        assert flat_keys(config) - REFERENCE_KEYS == {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]} | {
-            "sweep.only"
-        }
-        assert REFERENCE_KEYS <= flat_keys(config)
+        sweep_keys = {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]} | {"sweep.only"}
+        assert flat_keys(config) == training_keys(name, variant) | sweep_keys
+    elif name in TRAINING:
+        assert flat_keys(config) == training_keys(name, variant)
     else:
-        assert flat_keys(config) == (REFERENCE_KEYS if name in TRAINING else EVALUATION_KEYS)
+        assert flat_keys(config) == EVALUATION_KEYS[name]
 
 
 def test_unknown_variant_is_an_error():
@@ -72,18 +88,18 @@ def test_paper_hyper_parameters():
     assert tuple(config.model.encoder.stage_widths) == (64, 128, 256, 256) and config.model.encoder.embed_dim == 64
     assert config.model.reconstruction.radius == 6 and config.model.reconstruction.temperature == 1.0
     assert config.loss.loss_scale == 30.0 and config.loss.loss_channels == "dropped"
-    # Full MER by default, with the paper's hyper-parameters (MER_SPEC sections 3-5).
+    # Full MER by default, with the paper's hyper-parameters (docs/method.md).
     assert all(config.model[s] for s in ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg"))
     assert (config.model.sampler.num_clusters, config.model.sampler.grow_threshold) == (5, 0.45)
-    assert (config.model.ven.ven_beta, config.model.ven.ven_heads, config.model.ven.ven_window) == (0.6, 4, 8)
+    assert (config.model.value_map.beta, config.model.ven.num_heads, config.model.value_map.window) == (0.6, 4, 8)
     assert (config.memory.bank_frames, config.memory.num_negatives, config.memory.bank_pixels) == (3250, 4096, 256)
-    assert (config.loss.lambda_pn, config.model.flow.flow_alpha_init, config.model.ven.dropkey_rate) == (0.1, 0.1, 0.1)
+    assert (config.loss.lambda_pn, config.model.flow.alpha_init, config.model.ven.dropkey_rate) == (0.1, 0.1, 0.1)
 
 
 def test_propagation_presets_of_the_spec():
     presets = propagation.presets()
     mer, crw = presets.mer, presets.crw
-    assert (mer.radius, mer.temperature, mer.topk, mer.normalize) == (14, 1.0, 0, False)
+    assert (mer.radius, mer.temperature, mer.topk, mer.normalize) == (14, 1.0, None, False)
     assert (tuple(mer.long_term), mer.short_term, mer.short_term_search) == ((0, 5, 10), 3, 8)
     assert (mer.compactness_topk, mer.compactness_sigma, mer.compactness_min_prob, mer.foreground_scale) == (
         2,
@@ -92,4 +108,25 @@ def test_propagation_presets_of_the_spec():
         1.15,
     )
     assert (crw.radius, crw.temperature, crw.topk, crw.crw_context, crw.normalize) == (12, 0.05, 10, 20, True)
-    assert davis.base_config().lab_temperature == 0.05
+    assert propagation.benchmark_config("davis").lab_temperature == 0.05
+
+
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("davis.py", dict(davis_root="PATH/DAVIS", checkpoint="DIR", output="OUT", sequences="a,b", encoder="lab")),
+        ("jhmdb.py", dict(jhmdb_root="PATH/JHMDB", preset="mer")),
+        ("ytvos_val.py", dict(ytvos_root="PATH/valid", ytvos_max_height=240)),
+    ],
+)
+def test_unset_evaluation_fields_are_set_from_the_command_line(name, overrides):
+    arguments = [f"--config.{key}={value}" for key, value in overrides.items()] + ["--config.presets.mer.topk=5"]
+    argv = ["evaluate", f"--config={os.path.join(REPO, 'configs', name)}", *arguments]
+    flag_values = flags.FlagValues()  # Overrides are registered from argv, as `app.run` does with sys.argv.
+    config_flags.DEFINE_config_file("config", flag_values=flag_values, lock_config=True, sys_argv=argv)
+    flag_values(argv)
+    config = flag_values.config
+    assert {key: config[key] for key in overrides} == overrides
+    assert config.presets.mer.topk == 5
+    unset = {"checkpoint", "output", "sequences", "davis_root", "jhmdb_root", "ytvos_root"} - set(overrides)
+    assert all(config[key] is None for key in unset & set(config))

@@ -1,6 +1,7 @@
 """Evaluators end to end on tiny benchmark trees: outputs in the official formats, scores
 consistent with the standalone scorer, clear errors on bad input."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -11,11 +12,10 @@ import numpy as np
 import pytest
 
 from configs import davis as davis_config
-from configs import propagation as propagation_config
 from configs import demo, ytvos_val
 from configs import jhmdb as jhmdb_config
 from mer_jax import evaluate, train
-from mer_jax.evaluation import davis, davis_metrics, masks_io, propagation
+from mer_jax.evaluation import davis, davis_metrics, features, masks_io, protocol, vos, ytvos
 from tests import fake_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,9 +67,7 @@ def test_davis_lab_propagation_writes_official_results(davis_root, tmp_path, pre
         # return exactly the stride-4 round trip of the first mask.
         first = masks_io.read_mask(davis_root / "Annotations" / "480p" / "seq1" / "00000.png")
         ids = np.array([0, 1, 2], np.uint8)
-        round_trip = ids[
-            np.asarray(propagation.labels_to_mask(propagation.labels_at_stride(first, [1, 2], 12, 16), 48, 64, 1.0))
-        ]
+        round_trip = ids[np.asarray(vos.labels_to_mask(vos.labels_at_stride(first, [1, 2], 12, 16), 48, 64, 1.0))]
         for k in (1, 2):
             expected_j = davis_metrics.jaccard((first == k)[None], (round_trip == k)[None])[0]
             assert report["per_object"][f"seq1_{k}"]["J-Mean"] == pytest.approx(expected_j, abs=1e-9)
@@ -87,15 +85,6 @@ def test_trained_encoder_from_workdir_and_overlays(davis_root, trained_workdir, 
         "global_results-val.csv", "overlays", "per-sequence_results-val.csv", "results.json", "seq1",
     ]  # fmt: skip
     assert os.path.getsize(tmp_path / "out" / "overlays" / "seq1.mp4") > 0
-
-
-def test_lab_preset_is_always_normalised_at_low_temperature():
-    presets = propagation_config.presets()
-    lab = evaluate.make_preset(presets.mer, "lab", 0.05)
-    trained = evaluate.make_preset(presets.mer, "trained", 0.05)
-    assert (lab.normalize, lab.temperature, lab.radius) == (True, 0.05, 14)
-    assert (trained.normalize, trained.temperature) == (False, 1.0)
-    assert lab.long_term == (0, 5, 10)
 
 
 def test_davis_bad_inputs_are_named(tmp_path):
@@ -120,6 +109,21 @@ def test_davis_bad_inputs_are_named(tmp_path):
     config.davis_root = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="Sequence list not found"):
         evaluate.evaluate(config)
+
+
+def test_each_evaluator_takes_its_benchmarks_own_fields_unchanged():
+    for config in (davis_config.get_config(), jhmdb_config.get_config(), ytvos_val.get_config()):
+        own = set(config) - set(evaluate.RUN_FIELDS)
+        assert own == set(inspect.signature(evaluate.EVALUATORS[config.benchmark]).parameters), config.benchmark
+        assert set(evaluate.RUN_FIELDS) <= set(config)
+
+
+def test_unset_data_roots_are_named(tmp_path):
+    for config, field in ((davis_config.get_config(), "davis_root"), (jhmdb_config.get_config(), "jhmdb_root"),
+                          (ytvos_val.get_config(), "ytvos_root")):  # fmt: skip
+        config.encoder = "lab"
+        with pytest.raises(ValueError, match=f"set --config.{field}=PATH"):
+            evaluate.evaluate(config)
 
 
 def test_trained_encoder_needs_a_checkpoint(davis_root, tmp_path):
@@ -148,6 +152,28 @@ def test_ytvos_objects_start_at_their_first_annotation_and_zip_is_official(tmp_p
     assert masks[0].shape == (48, 64)
 
 
+def test_ytvos_max_height_resizes_the_frames_not_the_results(tmp_path):
+    root = tmp_path / "valid"
+    clip, frames = fake_data.ytvos_tree(str(root), late_frame=3)
+    assert ytvos.processing_size(48, 64, 32) == (32, 43)
+    assert ytvos.processing_size(48, 64, 48) == ytvos.processing_size(48, 64, None) == (48, 64)
+    seen = []
+    lab = features.LabEncoder((50.0, 0.0, 0.0), (50.0, 127.0, 127.0))
+
+    def encoder(batch, flow=None):
+        seen.append(batch.shape)
+        return lab(batch)
+
+    evaluator = ytvos.Evaluator(ytvos_root=str(root), ytvos_max_height=32, sequences=None, save_overlays=False)
+    evaluator.run(encoder, protocol.Preset(radius=4, crw_context=3), str(tmp_path / "out"))
+    assert seen == [(8, 32, 43, 3)]
+    masks = [masks_io.read_mask(tmp_path / "out" / "Annotations" / "vid0" / f"{f}.png") for f in frames]
+    assert all(mask.shape == (48, 64) for mask in masks)
+    np.testing.assert_array_equal(masks[0], np.where(clip.masks[0] == 1, 1, 0))
+    with pytest.raises(ValueError, match="ytvos_max_height must be None"):
+        ytvos.Evaluator(ytvos_root=str(root), ytvos_max_height=0, sequences=None, save_overlays=False)
+
+
 def test_ytvos_missing_meta_is_a_clear_error(tmp_path):
     config = ytvos_val.get_config()
     config.update(dict(encoder="lab", ytvos_root=str(tmp_path)))
@@ -167,17 +193,6 @@ def test_jhmdb_propagates_joints_and_reports_pck(tmp_path):
     assert len(report["per_joint"]["PCK@0.1"]) == 15
     assert scores["PCK@0.2"] >= scores["PCK@0.1"]
     assert scores["PCK@0.2"] == 1.0  # Joints decode within ~1 px of where they were put.
-
-
-def test_demo_ends_with_trained_and_lab_scores(tmp_path):
-    config = demo.get_config("debug")
-    config.eval.run_at_end = True
-    train.train_and_evaluate(config, str(tmp_path))
-    results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert set(results) == {"trained", "lab"}
-    for scores in results.values():
-        assert 0.0 <= scores["J&F-Mean"] <= 1.0
-        assert scores["J&F-Mean"] == pytest.approx((scores["J-Mean"] + scores["F-Mean"]) / 2)
 
 
 def test_evaluate_command_line(davis_root, tmp_path):

@@ -1,5 +1,6 @@
-"""Reconstruction loss against a NumPy reference."""
+"""Loss functions against NumPy references and hand-computed cases."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,12 +18,12 @@ def test_smooth_l1_hand_values():
 
 
 @pytest.mark.parametrize("channels", ["dropped", "all"])
-def test_reconstruction_loss_matches_numpy(channels):
+def test_reconstruction_error_matches_numpy(channels):
     rng = np.random.default_rng(0)
     prediction = rng.normal(size=(2, 1, 1, 3)).astype(np.float32) * 0.1  # constant maps upsample exactly
     target = rng.normal(size=(2, 8, 8, 3)).astype(np.float32) * 0.1
     dropped = np.array([1, 2])
-    got = losses.reconstruction_loss(prediction, target, dropped, loss_scale=30.0, loss_channels=channels)
+    got = jnp.mean(losses.reconstruction_error(prediction, target, dropped, loss_scale=30.0, loss_channels=channels))
     per = numpy_smooth_l1(30.0 * (prediction - target))
     want = per.mean() if channels == "all" else np.mean([per[0, ..., 1], per[1, ..., 2]])
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
@@ -32,14 +33,31 @@ def test_upsampling_is_bilinear_half_pixel():
     # 2x upsampling of [0, 1] with half-pixel centres gives [0, .25, .75, 1] (PyTorch align_corners=False).
     prediction = np.array([0.0, 1.0], np.float32).reshape(1, 1, 2, 1).repeat(3, -1)
     target = np.array([0.0, 0.25, 0.75, 1.0], np.float32).reshape(1, 1, 4, 1).repeat(3, -1).repeat(2, 1)
-    got = losses.reconstruction_loss(prediction, target, np.array([1]), loss_scale=1.0, loss_channels="all")
+    got = jnp.mean(losses.reconstruction_error(prediction, target, np.array([1]), loss_scale=1.0, loss_channels="all"))
     assert float(got) < 1e-10
-    shifted = losses.reconstruction_loss(prediction, target + 0.1, np.array([1]), loss_scale=1.0, loss_channels="all")
+    shifted = jnp.mean(
+        losses.reconstruction_error(prediction, target + 0.1, np.array([1]), loss_scale=1.0, loss_channels="all")
+    )
     np.testing.assert_allclose(float(shifted), 0.5 * 0.1**2, rtol=1e-4)
 
 
 def test_unknown_channels_rejected():
     with pytest.raises(ValueError, match="loss_channels"):
-        losses.reconstruction_loss(
+        losses.reconstruction_error(
             np.zeros((1, 1, 1, 3)), np.zeros((1, 2, 2, 3)), np.array([1]), loss_scale=1.0, loss_channels="ab"
         )
+
+
+def test_gamma_ramp_is_linear_then_one():
+    steps = jnp.array([0, 25, 50, 100, 150])
+    np.testing.assert_allclose(np.asarray(losses.gamma_ramp(steps, 100)), [0.0, 0.25, 0.5, 1.0, 1.0])
+
+
+def test_weight_map_normalises_and_floors():
+    value_map = np.array([[[0.0, 2.0], [4.0, 8.0]]], np.float32)  # [1, 2, 2]
+    weights = np.asarray(losses.weight_map(value_map, (2, 2), jnp.float32(0.3)))
+    np.testing.assert_allclose(weights, [[[0.3, 0.3], [0.5, 1.0]]], atol=1e-6)
+    errors = np.arange(4, dtype=np.float32).reshape(1, 2, 2, 1)
+    want = (0.3 * 0 + 0.3 * 1 + 0.5 * 2 + 1.0 * 3) / (0.3 + 0.3 + 0.5 + 1.0)
+    np.testing.assert_allclose(float(losses.weighted_mean(errors, weights)), want, rtol=1e-6)
+    assert np.all(np.asarray(losses.weight_map(value_map, (2, 2), jnp.float32(1.0))) == 1.0)  # late training

@@ -50,7 +50,7 @@ def train_in_two_processes(workdir, data_dir):
     for process_id in range(2):
         command = [sys.executable, "-m", "mer_jax.train", "--config=configs/demo.py:debug", f"--workdir={workdir}",
                    f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={process_id}",
-                   "--config.model.encoder.bn_mode=batch", "--config.eval.run_at_end=True",
+                   "--config.model.encoder.bn_mode=batch", "--config.evals.synthetic.at_end=True",
                    "--config.data.source=tfds", f"--config.data.data_dir={data_dir}"]  # fmt: skip
         logs.append(open(os.path.join(os.path.dirname(workdir), f"process_{process_id}.log"), "w+"))
         processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))

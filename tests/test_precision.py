@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from mer_jax import train, train_state
+from mer_jax import objective, train, train_state
 from mer_jax.data import synthetic_video
 
 
@@ -33,9 +33,10 @@ def clip_batch(config, seed=0):
 def one_step(config, batch):
     """(state after one train step, its metrics, the loss function) from the config's initial state."""
     model, init_fn, schedule = train_state.make_initializer(config, total_steps=10)
-    loss_fn = train.make_loss_fn(config, model, total_steps=10)
+    loss_fn = objective.from_config(config, model, total_steps=10)
     step = jax.jit(lambda s, b: train.train_step(s, b, loss_fn=loss_fn, schedule=schedule))
-    state, metrics = step(init_fn(), batch)
+    state, metrics, finite = step(init_fn(), batch)
+    assert bool(finite)
     return state, metrics, loss_fn, init_fn
 
 

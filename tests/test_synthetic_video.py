@@ -1,4 +1,4 @@
-"""Tests for mer_jax.synthetic_video: shapes, determinism, exact flow, lighting and colour overlap."""
+"""Tests for mer_jax.data.synthetic_video: shapes, determinism, exact flow, lighting and colour overlap."""
 
 import cv2
 import numpy as np

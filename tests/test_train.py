@@ -2,18 +2,21 @@
 equality, TensorBoard scalars, clear errors, and the export round trip."""
 
 import glob
+import json
 import os
 import struct
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from tensorboardX.proto import event_pb2
 
 from configs import demo, ytvos
-from mer_jax import export, sharding, train
+from mer_jax import color, export, objective, sharding, train, train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,9 +109,76 @@ def test_missing_ytvos_data_names_location_and_command(tmp_path):
 def test_non_finite_loss_stops_naming_the_step(tmp_path):
     config = debug_config()
     config.loss.loss_scale = float("nan")
-    with pytest.raises(FloatingPointError, match="Non-finite loss .* at step 0"):
+    with pytest.raises(FloatingPointError, match="Non-finite loss or gradient at step 0"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not os.listdir(tmp_path / "checkpoints")
+
+
+def finite_loss_nan_gradient(params, batch_stats, batch, rng, step, bank):
+    """A finite loss whose gradient is NaN: 0 * sqrt(|w|) at w = 0."""
+    loss = jnp.sum((params["w"] - 1.0) ** 2) + 0.0 * jnp.sum(jnp.sqrt(jnp.abs(params["w"])))
+    parts = {"loss_recon": loss, "loss_pn": jnp.zeros(()), "recon_error": loss}
+    return loss, objective.LossOutput(batch_stats, bank, parts)
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_is_not_applied():
+    tx = optax.adam(0.1)
+
+    def state_at(w):
+        params = {"w": jnp.asarray(w, jnp.float32)}
+        return train_state.TrainState(jnp.int32(0), params, {}, tx.init(params), jax.random.PRNGKey(0), None, tx)
+
+    step = jax.jit(lambda s: train.train_step(s, {}, loss_fn=finite_loss_nan_gradient, schedule=lambda _: 0.1))
+    state, metrics, finite = step(state_at([0.0, 0.5]))
+    assert np.isfinite(float(metrics.loss.compute())) and not bool(finite)
+    np.testing.assert_array_equal(np.asarray(state.params["w"]), [0.0, 0.5])  # Not applied.
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(state.opt_state) if x.dtype != jnp.int32)
+    assert int(state.step) == 1
+    state, _, finite = step(state_at([0.25, 0.5]))  # Away from 0 the gradient is finite: applied.
+    assert bool(finite) and not np.allclose(np.asarray(state.params["w"]), [0.25, 0.5])
+
+
+def test_a_non_finite_gradient_stops_training_before_saving(tmp_path, monkeypatch):
+    """Step 1's loss is finite and its gradient NaN: the run stops naming step 1, nothing saved."""
+    from_config = objective.from_config
+
+    def nan_gradient_at_step_1(config, model, total_steps):
+        loss_fn = from_config(config, model, total_steps)
+
+        def wrapped(params, batch_stats, batch, rng, step, bank):
+            loss, aux = loss_fn(params, batch_stats, batch, rng, step, bank)
+            alpha = params["encoder"]["Conv_0"]["kernel"]
+            # sqrt(|x - x|) has a NaN gradient where the offset is 0 (step 1), none elsewhere.
+            offset = jnp.where(step == 1, 0.0, 1.0)
+            return loss + 0.0 * jnp.sum(jnp.sqrt(jnp.abs(alpha - jax.lax.stop_gradient(alpha)) + offset)), aux
+
+        return wrapped
+
+    monkeypatch.setattr(train.objective, "from_config", nan_gradient_at_step_1)
+    with pytest.raises(FloatingPointError, match="Non-finite loss or gradient at step 1.*last checkpoint is step None"):
+        train.train_and_evaluate(debug_config(), str(tmp_path))
+    assert not os.listdir(tmp_path / "checkpoints")
+
+
+def test_demo_ends_with_trained_and_lab_scores(tmp_path):
+    config = debug_config()
+    config.evals.synthetic.at_end = True
+    train.train_and_evaluate(config, str(tmp_path))
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert set(results) == {"trained", "lab"}
+    for scores in results.values():
+        assert 0.0 <= scores["J&F-Mean"] <= 1.0
+        assert scores["J&F-Mean"] == pytest.approx((scores["J-Mean"] + scores["F-Mean"]) / 2)
+    scalars = read_scalars(str(tmp_path))
+    trained = scalars["synthetic/trained/J_F-Mean"]  # TensorBoard writes "&" as "_".
+    assert trained[4] == pytest.approx(results["trained"]["J&F-Mean"], rel=1e-6)
+
+
+def test_unknown_evaluator_is_a_clear_error(tmp_path):
+    config = debug_config()
+    config.evals.unknown = dict(every_steps=2, at_end=False)
+    with pytest.raises(ValueError, match="config.evals.unknown: unknown evaluator"):
+        train.train_and_evaluate(config, str(tmp_path))
 
 
 def test_paper_config_train_step_traces_at_full_size():
@@ -122,8 +192,8 @@ def test_paper_config_train_step_traces_at_full_size():
         "flow": jax.ShapeDtypeStruct((*clip, 2), np.float32),
         "video_id": jax.ShapeDtypeStruct((config.batch_size,), np.int32),
     }
-    loss_fn = train.make_loss_fn(config, model, total_steps=10)
-    new_state, metrics = jax.eval_shape(
+    loss_fn = objective.from_config(config, model, total_steps=10)
+    new_state, metrics, _ = jax.eval_shape(
         lambda s, b: train.train_step(s, b, loss_fn=loss_fn, schedule=schedule), state, batch
     )
     assert jax.tree.map(lambda x: x.shape, new_state.params) == jax.tree.map(lambda x: x.shape, state.params)
@@ -168,7 +238,7 @@ def test_command_line_train_override_and_export(tmp_path):
     assert features.shape == (2, 8, 10, loaded.config.model.encoder.embed_dim)
     # The same weights through the training code path give the same features.
     state = train.train_and_evaluate(loaded.config, str(workdir))  # already finished: restores only
-    lab = train.mer.color.uint8_rgb_to_normalized_lab(frames, (50.0, 0.0, 0.0), (50.0, 127.0, 127.0))
+    lab = color.uint8_rgb_to_normalized_lab(frames, (50.0, 0.0, 0.0), (50.0, 127.0, 127.0))
     direct = loaded.model.apply(
         {"params": state.params, "batch_stats": state.batch_stats}, lab[:, None], flow[:, None], refine=False
     ).features[:, 0]

@@ -8,7 +8,7 @@ def dis_flow(frames: np.ndarray, flow_gap: int = 1, preset: int = cv2.DISOPTICAL
     """Flow of every frame to the frame `flow_gap` earlier (frame max(t - gap, 0); zero for t < gap).
 
     For pixel x of frame t, flow[t, x] = (position of the same point in frame t - gap) - x, in
-    pixels, (dx, dy): the convention of training (MER_SPEC section 1).
+    pixels, (dx, dy): the convention of training (docs/method.md, 'Flow fusion').
 
     Args:
       frames: [T, H, W, 3] uint8 RGB.

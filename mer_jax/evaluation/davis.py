@@ -1,10 +1,11 @@
-"""DAVIS semi-supervised benchmark: reading the data set and results, scoring, reports and the CLI.
+"""DAVIS semi-supervised benchmark: scoring with the official semantics, reports, the CLI and the Evaluator.
 
-Owns the DAVIS-2016/2017 side of evaluation: the sequence lists, ground-truth and result masks on
-disk, the object-weighted global numbers and their reports (the official toolkit's table,
-`global_results-<set>.csv`, `per-sequence_results-<set>.csv`, and a full-precision JSON). The numbers
-equal those of the official `davis2017-evaluation` toolkit on the same folders; the per-frame maths
-live in `davis_metrics.py`.
+Owns the object-weighted global numbers of a results folder and their reports (the official
+toolkit's table, `global_results-<set>.csv`, `per-sequence_results-<set>.csv`, and a
+full-precision JSON). The numbers equal those of the official `davis2017-evaluation` toolkit on
+the same folders; the per-frame maths live in `davis_metrics.py`, the files on disk in
+`davis_data.py`. The `Evaluator` segments the sequences with the VOS loop (`vos.py`) and scores
+them (docs/method.md, 'Benchmarks').
 
     python -m mer_jax.evaluation.davis --davis_root=PATH/DAVIS --results=DIR [--year=2017] [--set=val] \\
         [--json=PATH]
@@ -19,13 +20,10 @@ import warnings
 import numpy as np
 import tqdm
 
-from mer_jax.data import frames_io
-from mer_jax.evaluation import davis_metrics, masks_io, overlays, propagation
+from mer_jax.evaluation import davis_data, davis_metrics, protocol, vos
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 OBJECT_KEYS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
-YEARS = ("2016", "2017")
-_VOID_ID = 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,96 +50,6 @@ class Scores:
             name: {key: clean(values[key]) for key in OBJECT_KEYS} for name, values in self.per_object.items()
         }
         return report
-
-
-def read_sequence_list(davis_root: str | pathlib.Path, year: str, subset: str) -> list[str]:
-    """Sequence names of a split, from `ImageSets/<year>/<subset>.txt` (one a line).
-
-    Args:
-        davis_root: the `DAVIS` folder.
-        year: "2016" or "2017".
-        subset: split name, e.g. "val".
-
-    Returns:
-        Sequence names in file order.
-    """
-    path = pathlib.Path(davis_root) / "ImageSets" / year / f"{subset}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"Sequence list not found: {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_ground_truth(
-    davis_root: str | pathlib.Path, sequence: str, year: str
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Ground-truth ids of every annotated frame of a sequence.
-
-    2017 masks are palette PNGs with ids 0..N and 255 for void; void pixels become background (0),
-    as the official toolkit scores them. 2016 masks are grey 0/255 with one object: id = (value > 0).
-
-    Args:
-        davis_root: the `DAVIS` folder.
-        sequence: sequence name.
-        year: "2016" or "2017".
-
-    Returns:
-        ids: [T, H, W] uint8 object ids.
-        void: [T, H, W] bool void pixels (all False for 2016).
-        frame_names: the T frame names (PNG stems), sorted.
-    """
-    folder = pathlib.Path(davis_root) / "Annotations" / "480p" / sequence
-    paths = sorted(folder.glob("*.png"))
-    if not paths:
-        raise FileNotFoundError(f"No annotation PNGs for sequence {sequence!r} in {folder}")
-    raw = [masks_io.read_mask(path) for path in paths]
-    for path, mask in zip(paths, raw):
-        if mask.shape != raw[0].shape:
-            raise ValueError(f"Annotation {path} is {mask.shape}, but {paths[0]} is {raw[0].shape}")
-    raw = np.stack(raw)
-    if year == "2016":
-        ids, void = (raw > 0).astype(np.uint8), np.zeros(raw.shape, dtype=bool)
-    else:
-        void = raw == _VOID_ID
-        ids = np.where(void, 0, raw).astype(np.uint8)
-    return ids, void, [path.stem for path in paths]
-
-
-def read_results(
-    results_dir: str | pathlib.Path,
-    sequence: str,
-    frame_names: list[str],
-    shape: tuple[int, int],
-    binary: bool = False,
-) -> np.ndarray:
-    """Result ids of the given frames, `<results_dir>/<sequence>/<frame>.png`.
-
-    Args:
-        results_dir: results folder.
-        sequence: sequence name.
-        frame_names: frames to read.
-        shape: (H, W) every result must have (that of the annotations).
-        binary: binarise the ids (> 0), for single-object DAVIS-2016 scoring.
-
-    Returns:
-        [len(frame_names), H, W] uint8 ids.
-
-    Raises:
-        FileNotFoundError: if the sequence folder or a frame is missing.
-        ValueError: if a frame is unreadable, not a palette/grey mask, or of another size.
-    """
-    folder = pathlib.Path(results_dir) / sequence
-    if not folder.is_dir():
-        raise FileNotFoundError(f"No results for sequence {sequence!r}: {folder} is not a folder")
-    ids = np.zeros((len(frame_names), *shape), dtype=np.uint8)
-    for t, name in enumerate(frame_names):
-        path = folder / f"{name}.png"
-        mask = masks_io.read_mask(path)
-        if mask.shape != tuple(shape):
-            raise ValueError(
-                f"Result {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but the annotation is {shape[1]}x{shape[0]}"
-            )
-        ids[t] = mask > 0 if binary else mask
-    return ids
 
 
 def _mean_over_objects(values: list[float]) -> float:
@@ -174,16 +82,18 @@ def score(
     Returns:
         The global and per-object scores.
     """
-    if year not in YEARS:
-        raise ValueError(f"year must be one of {YEARS}, got {year!r}")
+    if year not in davis_data.YEARS:
+        raise ValueError(f"year must be one of {davis_data.YEARS}, got {year!r}")
     per_object = {}
     for sequence in tqdm.tqdm(
-        sequences or read_sequence_list(davis_root, year, subset), desc="DAVIS sequences", unit="seq"
+        sequences or davis_data.read_sequence_list(davis_root, year, subset), desc="DAVIS sequences", unit="seq"
     ):
-        gt_ids, _, frame_names = read_ground_truth(davis_root, sequence, year)
+        gt_ids, _, frame_names = davis_data.read_ground_truth(davis_root, sequence, year)
         num_objects = int(gt_ids[0].max())
         pred_ids = np.zeros_like(gt_ids)
-        pred_ids[1:-1] = read_results(results_dir, sequence, frame_names[1:-1], gt_ids.shape[1:], binary=year == "2016")
+        pred_ids[1:-1] = davis_data.read_results(
+            results_dir, sequence, frame_names[1:-1], gt_ids.shape[1:], binary=year == "2016"
+        )
         # The official semi-supervised scoring passes no void mask: void pixels are plain background.
         frames = davis_metrics.evaluate_sequence(gt_ids, pred_ids, None, num_objects, name=sequence)
         for k in range(num_objects):
@@ -288,62 +198,45 @@ class Evaluator:
 
     Results are palette PNGs `<output>/<sequence>/<frame>.png` with the annotation's size and
     palette (frame 0 is the given annotation), so the official toolkit reads them unchanged.
+
+    Args:
+        davis_root: the DAVIS folder (JPEGImages/, Annotations/, ImageSets/).
+        year: "2016" or "2017".
+        subset: split name (`ImageSets/<year>/<subset>.txt`).
+        sequences: comma-separated sequences of the split to run (None: all), in this order.
+        save_overlays: also write `<output>/overlays/<sequence>.mp4`.
     """
 
-    def __init__(self, config):
-        if not config.davis_root:
+    def __init__(self, *, davis_root: str | None, year: str, subset: str, sequences: str | None, save_overlays: bool):
+        if davis_root is None:
             raise ValueError(
                 "set --config.davis_root=PATH (the DAVIS folder with JPEGImages/, Annotations/, ImageSets/)"
             )
-        if config.year not in YEARS:
-            raise ValueError(f"year must be one of {YEARS}, got {config.year!r}")
-        self.root = pathlib.Path(config.davis_root).expanduser()
-        self.year, self.subset = config.year, config.subset
-        self.sequences = read_sequence_list(self.root, self.year, self.subset)
-        if config.sequences:
-            wanted = config.sequences.split(",")
+        if year not in davis_data.YEARS:
+            raise ValueError(f"year must be one of {davis_data.YEARS}, got {year!r}")
+        self.root = pathlib.Path(davis_root).expanduser()
+        self.year, self.subset, self.save_overlays = year, subset, save_overlays
+        self.sequences = davis_data.read_sequence_list(self.root, year, subset)
+        if sequences is not None:
+            wanted = sequences.split(",")
             unknown = sorted(set(wanted) - set(self.sequences))
             if unknown:
-                raise ValueError(f"sequences {unknown} are not in ImageSets/{self.year}/{self.subset}.txt")
+                raise ValueError(f"sequences {unknown} are not in ImageSets/{year}/{subset}.txt")
             self.sequences = wanted
-        self.save_overlays = config.save_overlays
 
-    def run(self, encoder, preset: propagation.Preset, output_dir: str) -> dict[str, float]:
+    def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict[str, float]:
         """Writes the results, the CSVs and results.json into output_dir; returns the global scores."""
-        propagator = propagation.Propagator(preset)
-        for sequence in tqdm.tqdm(self.sequences, desc="DAVIS sequences", unit="seq"):
-            self._segment(sequence, encoder, propagator, pathlib.Path(output_dir))
-        scores = score(self.root, output_dir, self.year, self.subset, sequences=self.sequences)
-        write_csvs(scores, output_dir, self.subset)
-        (pathlib.Path(output_dir) / "results.json").write_text(json.dumps(scores.as_dict(), indent=2))
+        output = pathlib.Path(output_dir)
+        videos = (davis_data.read_video(self.root, sequence, self.year) for sequence in self.sequences)
+        for video, masks in vos.segment_videos(videos, encoder, preset, desc="DAVIS sequences"):
+            vos.write_masks(output / video.name, video, masks)
+            if self.save_overlays:
+                vos.write_overlay(str(output / "overlays" / f"{video.name}.mp4"), video, masks)
+        scores = score(self.root, output, self.year, self.subset, sequences=self.sequences)
+        write_csvs(scores, output, self.subset)
+        (output / "results.json").write_text(json.dumps(scores.as_dict(), indent=2))
         print(format_table(scores, self.subset))
         return scores.global_scores
-
-    def _segment(self, sequence: str, encoder, propagator: propagation.Propagator, output_dir: pathlib.Path) -> None:
-        frame_dir = self.root / "JPEGImages" / "480p" / sequence
-        names = [pathlib.Path(n).stem for n in frames_io.list_frames(str(frame_dir), (".jpg", ".jpeg"))]
-        first_path = self.root / "Annotations" / "480p" / sequence / f"{names[0]}.png"
-        if not first_path.is_file():
-            raise FileNotFoundError(f"missing first-frame annotation {first_path} of sequence {sequence!r}")
-        first = masks_io.read_mask(first_path)
-        palette = masks_io.read_palette(first_path)
-        frames = frames_io.read_frames([str(frame_dir / f"{n}.jpg") for n in names])
-        if first.shape != frames.shape[1:3]:
-            raise ValueError(
-                f"annotation {first_path} is {first.shape[::-1]} (WxH) but the frames are {frames.shape[2:0:-1]}"
-            )
-        first = (first > 0).astype(np.uint8) if self.year == "2016" else np.where(first == _VOID_ID, 0, first)
-        object_ids = [int(i) for i in np.unique(first) if i != 0]
-        overlay = None
-        if self.save_overlays:
-            overlay = overlays.OverlayWriter(str(output_dir / "overlays" / f"{sequence}.mp4"), *first.shape)
-        with tqdm.tqdm(total=len(names), desc=sequence, leave=False, unit="frame") as bar:
-            for t, mask in propagation.segment_video(encoder, propagator, frames, {0: first}, object_ids, progress=bar):
-                masks_io.write_mask(output_dir / sequence / f"{names[t]}.png", mask, palette)
-                if overlay is not None:
-                    overlay.add_mask(frames[t], mask, palette if palette is not None else masks_io.davis_palette())
-        if overlay is not None:
-            overlay.close()
 
 
 if __name__ == "__main__":
@@ -351,7 +244,7 @@ if __name__ == "__main__":
 
     flags.DEFINE_string("davis_root", None, "The DAVIS folder (holding JPEGImages, Annotations, ImageSets).")
     flags.DEFINE_string("results", None, "Results folder of <sequence>/<frame>.png; the CSVs are written here.")
-    flags.DEFINE_enum("year", "2017", list(YEARS), "DAVIS edition: 2017 palette masks or 2016 grey masks.")
+    flags.DEFINE_enum("year", "2017", list(davis_data.YEARS), "DAVIS edition: 2017 palette masks or 2016 grey masks.")
     flags.DEFINE_string("set", "val", "Split: ImageSets/<year>/<set>.txt lists its sequences.")
     flags.DEFINE_string("json", None, "Also write the full-precision scores as JSON to this path.")
     flags.mark_flags_as_required(["davis_root", "results"])

@@ -1,23 +1,21 @@
-"""Per-frame features for label propagation: the trained encoder or the raw-Lab baseline."""
+"""Per-frame features for label propagation: the trained encoder or the raw-Lab baseline.
 
-from typing import Protocol
+Both are `vos.FrameEncoder`s (docs/method.md, 'Label propagation'): uint8 RGB frames
+[T, H, W, 3] -> features [T, ceil(H/4), ceil(W/4), C] at the encoder's output stride.
+"""
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mer_jax import color, export
+from mer_jax import color, export, feature_maps
 from mer_jax.data import flow as flow_lib
-from mer_jax.models import mer
+from mer_jax.evaluation import vos
+from mer_jax.models import encoder as encoder_lib
 
 ENCODERS = ("trained", "lab")
-
-
-class FrameEncoder(Protocol):
-    """Maps uint8 RGB frames [T, H, W, 3] (and optionally their flow [T, H, W, 2]) to features
-    [T, ceil(H/4), ceil(W/4), C] (a jax.Array)."""
-
-    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array: ...
 
 
 class TrainedEncoder:
@@ -44,23 +42,29 @@ class TrainedEncoder:
 
 
 class LabEncoder:
-    """Normalised Lab pixels area-averaged to stride 4 (3 channels): the raw-colour baseline."""
+    """Normalised Lab pixels area-averaged to the encoder's stride (3 channels): the raw-colour baseline."""
 
-    def __init__(self, lab_mean: tuple[float, ...], lab_std: tuple[float, ...]):
+    def __init__(self, lab_mean: Sequence[float], lab_std: Sequence[float]):
+        lab_mean, lab_std = tuple(lab_mean), tuple(lab_std)
         self._embed = jax.jit(
-            lambda frames: mer.area_downsample(color.uint8_rgb_to_normalized_lab(frames, lab_mean, lab_std), 4)
+            lambda frames: feature_maps.average_pool(
+                color.uint8_rgb_to_normalized_lab(frames, lab_mean, lab_std), encoder_lib.OUTPUT_STRIDE
+            )
         )
 
     def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array:
         return self._embed(frames)
 
 
-def make_encoder(name: str, checkpoint: str, *, batch: int, lab_mean, lab_std) -> FrameEncoder:
-    """'trained' (from an export or training workdir at `checkpoint`) or 'lab'."""
-    if name == "lab":
-        return LabEncoder(tuple(lab_mean), tuple(lab_std))
-    if name == "trained":
-        if not checkpoint:
+def make_encoder(
+    encoder: str, checkpoint: str | None, *, feature_batch: int, lab_mean: Sequence[float], lab_std: Sequence[float]
+) -> vos.FrameEncoder:
+    """The evaluation config's encoder: 'trained' (an export or training workdir at `checkpoint`,
+    applied `feature_batch` frames at a time) or 'lab' (normalised with lab_mean, lab_std)."""
+    if encoder == "lab":
+        return LabEncoder(lab_mean, lab_std)
+    if encoder == "trained":
+        if checkpoint is None:
             raise ValueError("encoder='trained' needs --config.checkpoint=DIR (a training workdir or an export)")
-        return TrainedEncoder(export.load_for_inference(checkpoint), batch)
-    raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
+        return TrainedEncoder(export.load_for_inference(checkpoint), feature_batch)
+    raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")

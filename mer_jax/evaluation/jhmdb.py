@@ -1,4 +1,9 @@
-"""JHMDB pose propagation benchmark: propagate the 15 joints of frame 0, report PCK."""
+"""JHMDB pose propagation benchmark: propagate the 15 joints of frame 0, report PCK.
+
+The joints become Gaussian heatmaps on the feature grid (`jhmdb_data`), propagated as soft labels
+by the same encoder and `propagation.Propagator` as the VOS benchmarks (docs/method.md,
+'Benchmarks'), and decoded back to joints in every frame.
+"""
 
 import json
 import os
@@ -6,28 +11,46 @@ import os
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import jhmdb_data, overlays, pck, propagation
+from mer_jax.evaluation import jhmdb_data, overlays, pck, propagation, protocol, vos
+from mer_jax.models import encoder as encoder_lib
 
-STRIDE = 4
+STRIDE = encoder_lib.OUTPUT_STRIDE
 
 
 class Evaluator:
-    """Split-1 test videos of `config.jhmdb_root`, PCK@0.1/0.2 per joint and mean."""
+    """PCK@0.1/0.2 per joint and mean on one split's test videos.
 
-    def __init__(self, config):
-        self.root = os.path.expanduser(config.jhmdb_root)
-        if not self.root:
+    Args:
+      jhmdb_root: the JHMDB folder (Rename_Images/, joint_positions/, splits/).
+      jhmdb_split: the official split (1, 2 or 3).
+      jhmdb_sigma: Gaussian sigma (feature cells) of the first frame's joint heatmaps.
+      jhmdb_topk: joints are decoded from the mean of their heatmap's topk largest values.
+      sequences: comma-separated videos to run (None: all); other names are ignored.
+      save_overlays: also write `<output>/overlays/<class>_<video>.mp4`.
+    """
+
+    def __init__(
+        self,
+        *,
+        jhmdb_root: str | None,
+        jhmdb_split: int,
+        jhmdb_sigma: float,
+        jhmdb_topk: int,
+        sequences: str | None,
+        save_overlays: bool,
+    ):
+        if jhmdb_root is None:
             raise ValueError(
                 "set --config.jhmdb_root=PATH (the folder holding Rename_Images/, joint_positions/, splits/)"
             )
-        self.videos = jhmdb_data.list_test_videos(self.root, config.jhmdb_split)
-        if config.sequences:
-            wanted = set(config.sequences.split(","))
+        self.root = os.path.expanduser(jhmdb_root)
+        self.videos = jhmdb_data.list_test_videos(self.root, jhmdb_split)
+        if sequences is not None:
+            wanted = set(sequences.split(","))
             self.videos = [v for v in self.videos if v[1] in wanted]
-        self.sigma, self.topk = config.jhmdb_sigma, config.jhmdb_topk
-        self.save_overlays = config.save_overlays
+        self.sigma, self.topk, self.save_overlays = jhmdb_sigma, jhmdb_topk, save_overlays
 
-    def run(self, encoder, preset: propagation.Preset, output_dir: str) -> dict:
+    def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict:
         """Propagates every video; writes jhmdb_results.json (and overlays); returns the PCK dict."""
         propagator = propagation.Propagator(preset)
         tracks = []

@@ -1,6 +1,6 @@
 """JHMDB on disk and JHMDB joints as label maps: the split-1 test list, one video's frames and 2-D joints,
 and the encoding of joints into per-joint Gaussian heatmaps (plus background) on the stride-4 feature grid
-and back, used to propagate poses as soft labels (spec section 7).
+and back, used to propagate poses as soft labels (docs/method.md, 'Benchmarks').
 
 Layout (users download it): `<root>/Rename_Images/<class>/<video>/00001.png` (320x240 RGB frames),
 `<root>/joint_positions/<class>/<video>/joint_positions.mat` (field `pos_img`, shape (2, 15, T), 1-based
@@ -160,8 +160,8 @@ def joints_to_heatmaps(
     visible: np.ndarray,
     height: int,
     width: int,
-    stride: int = 4,
-    sigma: float = 0.5,
+    stride: int,
+    sigma: float,
 ) -> np.ndarray:
     """Encodes joints as Gaussian heatmaps plus a background channel on the feature grid.
 
@@ -197,7 +197,7 @@ def joints_to_heatmaps(
     return np.concatenate([maps, background], -1).astype(np.float32)
 
 
-def heatmaps_to_joints(heatmaps: np.ndarray, height: int, width: int, stride: int = 4, topk: int = 3) -> np.ndarray:
+def heatmaps_to_joints(heatmaps: np.ndarray, height: int, width: int, stride: int, topk: int) -> np.ndarray:
     """Decodes joint positions from (propagated) heatmaps.
 
     For each joint channel: the value-weighted mean of the feature-grid coordinates of its `topk` largest

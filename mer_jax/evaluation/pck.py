@@ -1,4 +1,4 @@
-"""PCK (percentage of correct keypoints) for JHMDB pose propagation, as in spec section 7.
+"""PCK (percentage of correct keypoints) for JHMDB pose propagation, as in docs/method.md, 'Benchmarks'.
 
 Per frame the reference length is 0.6 x the diagonal of the bounding box of that frame's visible
 ground-truth joints; a visible joint is correct when its prediction lies closer than threshold x reference.

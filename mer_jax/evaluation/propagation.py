@@ -1,160 +1,72 @@
-"""Label propagation through feature affinities (spec section 6), shared by every benchmark.
+"""The label-propagation kernel, shared by every benchmark (docs/method.md, 'Label propagation').
 
 Each frame's features are computed once and cached on the device; frame t's soft labels are
 reconstructed from its reference frames' (already propagated) soft labels through a local
 softmax over the references' windows, optionally restricted to the top-k affinities and
-sharpened by a compactness prior. The work is tiled and processed one row of tiles at a time
-(`lax.map`), so memory is bounded by one row of windows whatever the frame size.
+sharpened by a compactness prior. The windows and their masked affinities are those of training
+(`correspondence.row_windows`, `correspondence.window_logits`); the work is processed one row of
+query tiles at a time (`lax.map`), so memory is bounded by one row of windows whatever the frame
+size. The protocol's numbers and reference frames are in `protocol.py`.
 """
 
-import dataclasses
-from typing import Sequence
-
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mer_jax import correspondence
-
-_MASKED = -1e30
-CONTEXTS = ("mer", "crw")
+from mer_jax import correspondence, feature_maps
+from mer_jax.evaluation import protocol
 
 
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """Every number of a propagation protocol (see configs/davis.py for the two presets).
-
-    Attributes:
-      context: 'mer' (long-term frames + short-term frames picked by image similarity) or 'crw'
-        (first frame + the `crw_context` previous frames).
-      radius: window radius in feature pixels.
-      window: 'square' (Chebyshev <= radius) or 'disk' (Euclidean < radius).
-      temperature: softmax temperature of the affinities.
-      topk: keep only the k largest affinities per pixel (0: all).
-      normalize: L2-normalise the features before the dot product.
-      long_term: absolute frame indices used as references once they precede t ('mer').
-      short_term: how many short-term references ('mer').
-      short_term_search: they are picked among t-1 .. t-short_term_search ('mer').
-      short_term_blur: Gaussian sigma (stride-4 pixels) of the images compared by MSE ('mer').
-      crw_context: previous frames used as references besides the first ('crw').
-      compactness: apply the compactness prior.
-      compactness_topk, compactness_sigma, compactness_min_prob: the prior multiplies each
-        weight by a Gaussian (sigma in feature pixels) of its distance to the nearest of the
-        `compactness_topk` best matches in the same reference, when the largest weight exceeds
-        `compactness_min_prob`, then renormalises.
-      foreground_scale: factor on the foreground channels of the output (not of the labels
-        propagated further).
-      tile: query tile side (memory/work trade-off only).
-    """
-
-    context: str = "crw"
-    radius: int = 12
-    window: str = "square"
-    temperature: float = 0.05
-    topk: int = 10
-    normalize: bool = True
-    long_term: tuple[int, ...] = (0, 5, 10)
-    short_term: int = 3
-    short_term_search: int = 8
-    short_term_blur: float = 2.0
-    crw_context: int = 20
-    compactness: bool = False
-    compactness_topk: int = 2
-    compactness_sigma: float = 1.0
-    compactness_min_prob: float = 0.1
-    foreground_scale: float = 1.0
-    tile: int = 8
-
-    def __post_init__(self):
-        if self.context not in CONTEXTS:
-            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
-        if self.window not in correspondence.WINDOWS:
-            raise ValueError(f"window must be one of {correspondence.WINDOWS}, got {self.window!r}")
-
-    @property
-    def max_refs(self) -> int:
-        if self.context == "crw":
-            return 1 + self.crw_context
-        return len(self.long_term) + self.short_term
-
-
-def reference_plan(frames: np.ndarray, preset: Preset) -> tuple[np.ndarray, np.ndarray]:
-    """Reference frames of every frame.
+def propagate_frame(
+    query: jax.Array, keys: jax.Array, labels: jax.Array, valid: jax.Array, preset: protocol.Preset
+) -> jax.Array:
+    """Soft labels of one target frame from its references.
 
     Args:
-      frames: [T, H, W, 3] uint8 RGB (used by the 'mer' context's similarity ranking).
-      preset: the propagation protocol.
+      query: [h, w, C] target features; keys: [M, h, w, C] reference features;
+      labels: [M, h, w, L] reference soft labels; valid: [M] bool, which references to use.
+      preset: the protocol (static).
 
     Returns:
-      (indices [T, M] int32, valid [T, M] bool) with M = preset.max_refs; row t lists frames
-      < t (row 0 is unused). Invalid slots point at frame 0 and are masked.
+      [h, w, L] soft labels (a convex combination of the references' labels).
     """
-    num_frames = frames.shape[0]
-    indices = np.zeros((num_frames, preset.max_refs), np.int32)
-    valid = np.zeros((num_frames, preset.max_refs), bool)
-    blurred = _blurred_small(frames, preset.short_term_blur) if preset.context == "mer" else None
-    for t in range(1, num_frames):
-        if preset.context == "crw":
-            refs = sorted({0, *range(max(0, t - preset.crw_context), t)})
-        else:
-            long_term = [i for i in preset.long_term if i < t]
-            candidates = [
-                t - k for k in range(1, preset.short_term_search + 1) if t - k >= 0 and t - k not in long_term
-            ]
-            mse = [np.mean((blurred[c] - blurred[t]) ** 2) for c in candidates]
-            short = [candidates[i] for i in np.argsort(mse, kind="stable")[: preset.short_term]]
-            refs = long_term + sorted(short)
-        indices[t, : len(refs)] = refs
-        valid[t, : len(refs)] = True
-    return indices, valid
+    if preset.normalize:
+        query, keys = feature_maps.l2_normalize(query), feature_maps.l2_normalize(keys)
+    h, w, _ = query.shape
+    tile, radius = preset.tile, preset.radius
+    in_window = jnp.asarray(correspondence.window_distance(radius, tile, preset.window) <= radius)  # [Q, K]
+    inside = jnp.asarray(correspondence.inside_image(h, w, radius, tile))  # [nTy, nTx, K]
+    q_tiles = correspondence.tile_queries(query[None], tile)[0]  # [nTy, nTx, Q, C]
+    keys_padded = correspondence.pad_for_windows(keys, radius, tile)
+    labels_padded = correspondence.pad_for_windows(labels, radius, tile)
+
+    def row(y):
+        k = jnp.swapaxes(correspondence.row_windows(keys_padded, y, radius, tile), 0, 1)  # [nTx, M, K, C]
+        v = jnp.swapaxes(correspondence.row_windows(labels_padded, y, radius, tile), 0, 1)  # [nTx, M, K, L]
+        allowed = in_window[None, :, None, :] & inside[y][:, None, None, :] & valid[None, None, :, None]
+        logits = correspondence.window_logits(q_tiles[y], k, allowed, preset.temperature)  # [nTx, Q, M, K]
+        return _weighted_labels(logits, v, preset)
+
+    out = jax.lax.map(row, jnp.arange(q_tiles.shape[0]))  # [nTy, nTx, Q, L]
+    return correspondence.untile_queries(out[None], h, w, tile)[0]
 
 
-def _blurred_small(frames: np.ndarray, sigma: float) -> np.ndarray:
-    """Frames area-averaged to stride 4 and Gaussian-blurred: [T, H/4, W/4, 3] float32."""
-    h, w = frames.shape[1:3]
-    small = [cv2.resize(f, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA) for f in frames]
-    return np.stack([cv2.GaussianBlur(f.astype(np.float32), (0, 0), sigma) for f in small])
-
-
-def labels_at_stride(mask_ids: np.ndarray, object_ids: Sequence[int], height: int, width: int) -> np.ndarray:
-    """One-hot labels [h, w, 1 + N] of an id mask [H, W], nearest-sampled to the feature grid.
-
-    Feature cell (i, j) takes the mask at (floor(i H / h), floor(j W / w)) (nearest sampling
-    as PyTorch's interpolate(mode='nearest')). Channel 0 is background; channel k the k-th of
-    `object_ids`; any other value (e.g. void 255) counts as background.
-    """
-    rows = np.floor(np.arange(height) * mask_ids.shape[0] / height).astype(int)
-    cols = np.floor(np.arange(width) * mask_ids.shape[1] / width).astype(int)
-    sampled = mask_ids[rows][:, cols]
-    labels = np.zeros((height, width, 1 + len(object_ids)), np.float32)
-    labels[..., 0] = 1.0
-    for k, object_id in enumerate(object_ids, start=1):
-        labels[sampled == object_id, k] = 1.0
-        labels[sampled == object_id, 0] = 0.0
-    return labels
-
-
-def _propagate_row(query, keys, labels, valid, inside, distance, preset: Preset):
-    """Soft labels of one row of tiles.
+def _weighted_labels(logits: jax.Array, labels: jax.Array, preset: protocol.Preset) -> jax.Array:
+    """Soft labels of one row of tiles from its masked logits.
 
     Args:
-      query: [nTx, Q, C] the row's query tiles (Q = tile^2).
-      keys: [nTx, M, K, C] reference windows (K = S^2), labels: [nTx, M, K, L].
-      valid: [M] bool, inside: [nTx, K] bool, distance: [Q, K] float32.
+      logits: [nTx, Q, M, K] (Q = tile^2, K = S^2 window keys of each of the M references).
+      labels: [nTx, M, K, L] the windows' labels.
+      preset: top-k and compactness settings.
 
     Returns:
-      [nTx, Q, L].
+      [nTx, Q, L]: softmax over all M*K candidates (top-k restricted, compactness-shaped).
     """
-    logits = jnp.einsum("xqc,xmkc->xqmk", query, keys) / preset.temperature
-    allowed = (distance <= preset.radius)[None, :, None, :] & inside[:, None, None, :] & valid[None, None, :, None]
-    logits = jnp.where(allowed, logits, _MASKED)
     num_tiles_x, q, m, k = logits.shape
-    if preset.topk:
+    if preset.topk is not None:
         kth_largest = _top_k_over_refs(logits, preset.topk)[0][..., -1:, None]
-        logits = jnp.where(logits >= kth_largest, logits, _MASKED)
-    flat = logits.reshape(num_tiles_x, q, m * k)
-    weights = jax.nn.softmax(flat, axis=-1)
+        logits = jnp.where(logits >= kth_largest, logits, correspondence.MASKED_LOGIT)
+    weights = jax.nn.softmax(logits.reshape(num_tiles_x, q, m * k), axis=-1)
     if preset.compactness:
         weights = _compactness(weights, logits, preset)
     return jnp.einsum("xqn,xnl->xql", weights, labels.reshape(num_tiles_x, m * k, -1))
@@ -174,7 +86,7 @@ def _top_k_over_refs(logits: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     return values, jnp.take_along_axis(index.reshape(*index.shape[:-2], -1), which, axis=-1)
 
 
-def _compactness(weights: jax.Array, logits: jax.Array, preset: Preset) -> jax.Array:
+def _compactness(weights: jax.Array, logits: jax.Array, preset: protocol.Preset) -> jax.Array:
     """Multiplies weights [nTx, Q, M*K] by a Gaussian of the distance to the nearest of the top
     matches (logits [nTx, Q, M, K]) in the same reference, where the best weight exceeds
     `compactness_min_prob`, and renormalises."""
@@ -194,70 +106,6 @@ def _compactness(weights: jax.Array, logits: jax.Array, preset: Preset) -> jax.A
     return jnp.where(confident, shaped, weights)
 
 
-def propagate_frame(
-    query: jax.Array, keys: jax.Array, labels: jax.Array, valid: jax.Array, preset: Preset
-) -> jax.Array:
-    """Soft labels of one target frame from its references.
-
-    Args:
-      query: [h, w, C] target features; keys: [M, h, w, C] reference features;
-      labels: [M, h, w, L] reference soft labels; valid: [M] bool, which references to use.
-      preset: the protocol (static).
-
-    Returns:
-      [h, w, L] soft labels (a convex combination of the references' labels).
-    """
-    if preset.normalize:
-        query = query / jnp.maximum(jnp.linalg.norm(query, axis=-1, keepdims=True), 1e-12)
-        keys = keys / jnp.maximum(jnp.linalg.norm(keys, axis=-1, keepdims=True), 1e-12)
-    h, w, _ = query.shape
-    tile, radius = preset.tile, preset.radius
-    distance = jnp.asarray(correspondence.window_distance(radius, tile, preset.window))
-    inside = jnp.asarray(correspondence.inside_image(h, w, radius, tile))  # [nTy, nTx, K]
-    q_tiles = correspondence.tile_queries(query[None], tile)[0]  # [nTy, nTx, Q, C]
-    span = tile + 2 * radius
-    ny, nx = q_tiles.shape[:2]
-    pad = ((0, 0), (radius, radius + ny * tile - h), (radius, radius + nx * tile - w), (0, 0))
-    keys_padded, labels_padded = jnp.pad(keys, pad), jnp.pad(labels, pad)
-    cols = np.arange(nx)[:, None] * tile + np.arange(span)[None, :]  # [nTx, S]
-
-    def row(y):
-        def windows(x):
-            strip = jax.lax.dynamic_slice_in_dim(x, y * tile, span, axis=1)  # [M, S, Wp, D]
-            win = strip[:, :, cols]  # [M, S, nTx, S, D]
-            return win.transpose(2, 0, 1, 3, 4).reshape(nx, x.shape[0], span * span, x.shape[-1])
-
-        return _propagate_row(
-            q_tiles[y], windows(keys_padded), windows(labels_padded), valid, inside[y], distance, preset
-        )
-
-    out = jax.lax.map(row, jnp.arange(ny))  # [nTy, nTx, Q, L]
-    return correspondence.untile_queries(out[None], h, w, tile)[0]
-
-
-def labels_to_mask(
-    soft: jax.Array, height: int, width: int, foreground_scale: float, output_size: tuple[int, int] | None = None
-) -> jax.Array:
-    """Output mask (channel index, int32) from soft labels [h, w, L].
-
-    The foreground channels are scaled by `foreground_scale`, the map is upsampled bilinearly
-    (half-pixel centres) to the stride-4 grid's full extent [4h, 4w] and cropped to the
-    processed frame size [height, width]; if `output_size` differs (frames processed resized),
-    it is resized bilinearly to it; then the argmax is taken. Returns [height, width] or
-    [*output_size].
-    """
-    scale = jnp.concatenate([jnp.ones((1,)), jnp.full((soft.shape[-1] - 1,), foreground_scale)])
-    h, w, channels = soft.shape
-    up = jax.image.resize(soft * scale, (4 * h, 4 * w, channels), "bilinear")[:height, :width]
-    if output_size is not None and tuple(output_size) != (height, width):
-        up = jax.image.resize(up, (*output_size, channels), "bilinear")
-    return jnp.argmax(up, axis=-1).astype(jnp.int32)
-
-
-# Compiled once per (shape, size, scale) and reused across videos of the same size.
-_labels_to_mask_jit = jax.jit(labels_to_mask, static_argnames=("height", "width", "foreground_scale", "output_size"))
-
-
 class Propagator:
     """Propagates labels through a sequence of cached features, frame by frame.
 
@@ -265,7 +113,7 @@ class Propagator:
     buffer of soft labels in place (donated), so nothing is recomputed per frame.
     """
 
-    def __init__(self, preset: Preset):
+    def __init__(self, preset: protocol.Preset):
         self.preset = preset
         self._step = jax.jit(self._frame_step, donate_argnums=1)
         self._override = jax.jit(self._frame_override, donate_argnums=0)
@@ -301,7 +149,7 @@ class Propagator:
           progress: optional tqdm bar, advanced once per frame.
         """
         start = min(annotations)
-        indices, valid = reference_plan(frames[start:], self.preset)
+        indices, valid = protocol.reference_plan(frames[start:], self.preset)
         features = features[start:]
         num_labels = annotations[start][0].shape[-1]
         buffer = jnp.zeros((features.shape[0], *features.shape[1:3], num_labels), jnp.float32)
@@ -315,49 +163,3 @@ class Propagator:
             if progress is not None:
                 progress.update(1)
             yield start + t, buffer[t] if t == 0 else soft
-
-
-def segment_video(
-    encoder,
-    propagator: Propagator,
-    frames: np.ndarray,
-    annotations: dict[int, np.ndarray],
-    object_ids: Sequence[int],
-    *,
-    output_size: tuple[int, int] | None = None,
-    flow: np.ndarray | None = None,
-    progress=None,
-):
-    """Video object segmentation by label propagation.
-
-    Args:
-      encoder: frames [T, H, W, 3] uint8 -> features [T, h, w, C].
-      propagator: the protocol.
-      frames: [T, H, W, 3] uint8 RGB.
-      annotations: {t: id mask at the output size}: the first annotated frame gives the initial
-        objects; later annotations add the objects that first appear there. At annotated frames
-        the output is the annotation itself (over the prediction, for later ones).
-      object_ids: every object id, in label-channel order (channel k + 1 is object_ids[k]).
-      output_size: (H', W') of the output masks if it differs from the frames' size.
-      flow: optional [T, H, W, 2] flow of the frames for encoders that fuse flow.
-      progress: optional tqdm bar advanced per frame.
-
-    Yields:
-      (t, id mask [H, W] or [H', W'] uint8) for every frame from the first annotated one on.
-    """
-    features = encoder(frames, flow)
-    h, w = features.shape[1:3]
-    height, width = frames.shape[1:3]
-    ids = np.asarray([0, *object_ids], np.uint8)
-    seeds = {}
-    for t, mask in sorted(annotations.items()):
-        labels = labels_at_stride(mask, object_ids, h, w)
-        where = np.ones((h, w), bool) if not seeds else labels[..., 1:].any(-1)
-        seeds[t] = (labels, where)
-    mask_args = dict(height=height, width=width, foreground_scale=propagator.preset.foreground_scale)
-    mask_args["output_size"] = None if output_size is None else tuple(output_size)
-    for t, soft in propagator(features, frames, seeds, progress):
-        mask = ids[np.asarray(_labels_to_mask_jit(soft, **mask_args))]
-        if t in annotations:
-            mask = np.where(annotations[t] > 0, annotations[t], mask if t > min(annotations) else 0).astype(np.uint8)
-        yield t, mask

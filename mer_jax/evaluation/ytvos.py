@@ -3,19 +3,18 @@
 Layout read: `<root>/JPEGImages/<video>/<frame>.jpg`, `<root>/Annotations/<video>/<frame>.png`
 (each object annotated at its first frame) and `<root>/meta.json`. Written: the official
 submission layout `Annotations/<video>/<frame>.png` (palette PNGs, one per frame of
-JPEGImages, at the frames' size) under the output folder, zipped as `submission.zip`.
+JPEGImages, at the frames' size) under the output folder, zipped as `submission.zip`
+(docs/method.md, 'Benchmarks').
 """
 
 import json
 import os
 import zipfile
 
-import cv2
 import numpy as np
-import tqdm
 
 from mer_jax.data import frames_io
-from mer_jax.evaluation import masks_io, overlays, propagation
+from mer_jax.evaluation import masks_io, protocol, vos
 
 
 def read_meta(root: str) -> dict[str, dict[int, str]]:
@@ -31,59 +30,83 @@ def read_meta(root: str) -> dict[str, dict[int, str]]:
     }
 
 
-class Evaluator:
-    """Writes YouTube-VOS val predictions and the submission zip (scored by the official server)."""
+def processing_size(height: int, width: int, max_height: int | None) -> tuple[int, int]:
+    """(height, width), or the same aspect at `max_height` rows when taller (None: never resized)."""
+    if max_height is None or height <= max_height:
+        return height, width
+    return max_height, int(round(width * max_height / height))
 
-    def __init__(self, config):
-        self.root = os.path.expanduser(config.ytvos_root)
-        if not self.root:
+
+def read_video(root: str, video: str, first_frames: dict[int, str], max_height: int | None) -> vos.Video:
+    """One val video to segment.
+
+    Args:
+      root: the valid/ folder.
+      video: the video's name.
+      first_frames: {object id: frame where it is first annotated} (from `read_meta`).
+      max_height: frames taller than this are processed at this height (None: native size).
+
+    Returns:
+      The video: every JPEG frame (at the processing size), one annotation per frame where
+      objects first appear (with those objects only, at the annotations' size, which is the
+      output size) and the first annotation's palette.
+    """
+    frame_dir = os.path.join(root, "JPEGImages", video)
+    names = [os.path.splitext(n)[0] for n in frames_io.list_frames(frame_dir)]
+
+    def annotation_path(frame: str) -> str:
+        return os.path.join(root, "Annotations", video, frame + ".png")
+
+    start_masks = {}
+    for object_id, frame in first_frames.items():
+        if frame not in names:
+            raise ValueError(f"{video}: object {object_id} starts at frame {frame}, which is not in {frame_dir}")
+        annotation = masks_io.read_mask(annotation_path(frame))
+        mask = start_masks.setdefault(frame, np.zeros_like(annotation))
+        mask[annotation == object_id] = object_id
+    first_path = annotation_path(min(start_masks))
+    height, width = masks_io.read_mask(first_path).shape
+    size = processing_size(height, width, max_height)
+    frames = frames_io.read_frames([os.path.join(frame_dir, n + ".jpg") for n in names], size)
+    annotations = {names.index(f): m for f, m in start_masks.items()}
+    return vos.Video(
+        video, frames, annotations, sorted(first_frames), names, (height, width), masks_io.read_palette(first_path)
+    )
+
+
+class Evaluator:
+    """Writes YouTube-VOS val predictions and the submission zip (scored by the official server).
+
+    Args:
+      ytvos_root: YouTube-VOS valid/ (JPEGImages/, Annotations/, meta.json).
+      ytvos_max_height: frames taller than this are propagated at this height (None: native).
+      sequences: comma-separated videos to run (None: all); names not in meta.json are ignored.
+      save_overlays: also write `<output>/overlays/<video>.mp4`.
+    """
+
+    def __init__(
+        self, *, ytvos_root: str | None, ytvos_max_height: int | None, sequences: str | None, save_overlays: bool
+    ):
+        if ytvos_root is None:
             raise ValueError(
                 "set --config.ytvos_root=PATH (YouTube-VOS valid/ with JPEGImages/, Annotations/, meta.json)"
             )
+        if ytvos_max_height is not None and ytvos_max_height < 1:
+            raise ValueError(f"ytvos_max_height must be None (native size) or positive, got {ytvos_max_height}")
+        self.root = os.path.expanduser(ytvos_root)
         self.meta = read_meta(self.root)
-        if config.sequences:
-            self.meta = {v: o for v, o in self.meta.items() if v in set(config.sequences.split(","))}
-        self.max_height = config.ytvos_max_height
-        self.save_overlays = config.save_overlays
+        if sequences is not None:
+            self.meta = {v: o for v, o in self.meta.items() if v in set(sequences.split(","))}
+        self.max_height, self.save_overlays = ytvos_max_height, save_overlays
 
-    def _processing_size(self, height: int, width: int) -> tuple[int, int]:
-        if not self.max_height or height <= self.max_height:
-            return height, width
-        return self.max_height, int(round(width * self.max_height / height))
-
-    def run(self, encoder, preset: propagation.Preset, output_dir: str) -> dict:
+    def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict:
         """Propagates every video; returns {'videos': n, 'zip': path}."""
-        propagator = propagation.Propagator(preset)
         annotations_dir = os.path.join(output_dir, "Annotations")
-        for video, first_frames in tqdm.tqdm(sorted(self.meta.items()), desc="ytvos videos"):
-            frame_dir = os.path.join(self.root, "JPEGImages", video)
-            names = [os.path.splitext(n)[0] for n in frames_io.list_frames(frame_dir)]
-            start_masks = {}
-            for object_id, frame in first_frames.items():
-                if frame not in names:
-                    raise ValueError(
-                        f"{video}: object {object_id} starts at frame {frame}, which is not in {frame_dir}"
-                    )
-                mask = start_masks.get(frame)
-                if mask is None:
-                    mask = start_masks[frame] = np.zeros_like(self._annotation(video, frame))
-                mask[self._annotation(video, frame) == object_id] = object_id
-            palette = masks_io.read_palette(self._annotation_path(video, min(start_masks)))
-            height, width = masks_io.read_mask(self._annotation_path(video, min(start_masks))).shape
-            size = self._processing_size(height, width)
-            frames = frames_io.read_frames([os.path.join(frame_dir, n + ".jpg") for n in names], size)
-            seeds = {names.index(f): m for f, m in start_masks.items()}
-            object_ids = sorted(first_frames)
-            masks = np.zeros((len(names), height, width), np.uint8)
-            with tqdm.tqdm(total=len(names) - min(seeds), desc=video, leave=False) as bar:
-                for t, mask in propagation.segment_video(
-                    encoder, propagator, frames, seeds, object_ids, output_size=(height, width), progress=bar
-                ):
-                    masks[t] = mask
-            for name, mask in zip(names, masks):
-                masks_io.write_mask(os.path.join(annotations_dir, video, name + ".png"), mask, palette)
+        videos = (read_video(self.root, v, first, self.max_height) for v, first in sorted(self.meta.items()))
+        for video, masks in vos.segment_videos(videos, encoder, preset, desc="ytvos videos"):
+            vos.write_masks(os.path.join(annotations_dir, video.name), video, masks)
             if self.save_overlays:
-                _write_overlay(os.path.join(output_dir, "overlays", video + ".mp4"), frames, masks, palette)
+                vos.write_overlay(os.path.join(output_dir, "overlays", video.name + ".mp4"), video, masks)
         zip_path = os.path.join(output_dir, "submission.zip")
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
             for folder, _, files in os.walk(annotations_dir):
@@ -92,19 +115,3 @@ class Evaluator:
                     archive.write(path, os.path.relpath(path, output_dir))
         print(f"Wrote {len(self.meta)} videos to {zip_path} (upload it to the YouTube-VOS evaluation server)")
         return {"videos": len(self.meta), "zip": zip_path}
-
-    def _annotation_path(self, video: str, frame: str) -> str:
-        return os.path.join(self.root, "Annotations", video, frame + ".png")
-
-    def _annotation(self, video: str, frame: str) -> np.ndarray:
-        return masks_io.read_mask(self._annotation_path(video, frame))
-
-
-def _write_overlay(path: str, frames: np.ndarray, masks: np.ndarray, palette) -> None:
-    height, width = masks.shape[1:]
-    writer = overlays.OverlayWriter(path, height, width)
-    for frame, mask in zip(frames, masks):
-        writer.add_mask(
-            cv2.resize(frame, (width, height)), mask, palette if palette is not None else masks_io.davis_palette()
-        )
-    writer.close()

@@ -1,4 +1,4 @@
-"""ResNet-18 at output stride 4: MER's pixel embedding network (spec section 2).
+"""ResNet-18 at output stride 4: MER's pixel embedding network (docs/method.md, 'Encoder').
 
 conv1 7x7/2 + BN + ReLU (no max-pool), four stages of two basic blocks with strides
 (1, 2, 1, 1), and a 3x3 head conv to `embed_dim` without normalisation. Stage widths are

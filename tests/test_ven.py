@@ -1,149 +1,14 @@
-"""Motion Enhancement Engine: colour-wheel flow, flow fusion, position encoding, value map and VEN.
-
-References are written independently here: hand-derived wheel colours, NumPy loop versions of the
-value map and of the whole VEN forward pass (pooling, masking and attention by explicit loops).
-"""
+"""Value Extraction Network: position encoding, value map and the VEN forward pass, each against
+an independent NumPy loop version (pooling, masking and attention by explicit loops)."""
 
 import functools
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mer_jax import color
-from mer_jax.models import motion
-
-LAB_MEAN = (50.0, 0.0, 0.0)
-LAB_STD = (50.0, 127.0, 127.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# flow_to_color
-# ---------------------------------------------------------------------------------------------
-# The 55 wheel hues sit evenly around the circle, entry k at angle 2 pi k / 55, with segments
-# red->yellow (15), yellow->green (6), green->cyan (4), cyan->blue (11), blue->magenta (13),
-# magenta->red (6). So angle 0 (+x) is entry 0 = red; +y (pi/2, image y down) is position 13.75,
-# inside red->yellow: (1, 13.75/15, 0); -x (pi) is 27.5 = cyan->blue step 2.5: (0, 1 - 2.5/11, 1);
-# -y (3 pi/2) is 41.25 = blue->magenta step 5.25: (5.25/13, 0, 1).
-WHEEL_CASES = [
-    ((1.0, 0.0), (1.0, 0.0, 0.0)),
-    ((0.0, 1.0), (1.0, 13.75 / 15, 0.0)),
-    ((-1.0, 0.0), (0.0, 1.0 - 2.5 / 11, 1.0)),
-    ((0.0, -1.0), (5.25 / 13, 0.0, 1.0)),
-]
-
-
-def _flow_image(vectors):
-    """[1, len(vectors), 2] flow image from a list of (dx, dy)."""
-    return jnp.asarray(np.asarray(vectors, np.float32)[None])
-
-
-def test_zero_flow_is_white():
-    rgb = motion.flow_to_color(jnp.zeros((2, 3, 4, 2)))
-    assert rgb.shape == (2, 3, 4, 3)
-    np.testing.assert_allclose(np.asarray(rgb), 1.0, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(motion.flow_to_color(jnp.zeros((3, 4, 2)), max_radius=2.0)), 1.0, atol=1e-6)
-
-
-@pytest.mark.parametrize("direction,want", WHEEL_CASES)
-def test_cardinal_directions_at_full_magnitude(direction, want):
-    flow = _flow_image([[3.0 * direction[0], 3.0 * direction[1]]])
-    np.testing.assert_allclose(np.asarray(motion.flow_to_color(flow, max_radius=3.0))[0, 0], want, atol=1e-5)
-
-
-def test_magnitude_sets_saturation_and_out_of_range_is_darkened():
-    flow = _flow_image([[1.0, 0.0], [0.5, 0.0], [4.0, 0.0], [0.0, -0.25]])
-    rgb = np.asarray(motion.flow_to_color(flow, max_radius=1.0))[0]
-    np.testing.assert_allclose(rgb[0], [1.0, 0.0, 0.0], atol=1e-5)
-    np.testing.assert_allclose(rgb[1], [1.0, 0.5, 0.5], atol=1e-5)  # halfway from white to red
-    np.testing.assert_allclose(rgb[2], [0.75, 0.0, 0.0], atol=1e-5)  # beyond max_radius
-    np.testing.assert_allclose(rgb[3], 1.0 - 0.25 * (1.0 - np.array([5.25 / 13, 0.0, 1.0])), atol=1e-5)
-
-
-def test_default_radius_is_each_images_own_maximum():
-    flow = np.zeros((2, 1, 2, 2), np.float32)
-    flow[0, 0, 0] = (6.0, 0.0)
-    flow[0, 0, 1] = (3.0, 0.0)
-    flow[1, 0, 0] = (0.0, 0.2)  # a tiny flow still reaches full saturation in its own image
-    rgb = np.asarray(jax.jit(motion.flow_to_color)(jnp.asarray(flow)))
-    np.testing.assert_allclose(rgb[0, 0, 0], [1.0, 0.0, 0.0], atol=1e-4)
-    np.testing.assert_allclose(rgb[0, 0, 1], [1.0, 0.5, 0.5], atol=1e-4)
-    np.testing.assert_allclose(rgb[1, 0, 0], [1.0, 13.75 / 15, 0.0], atol=1e-4)
-    np.testing.assert_allclose(rgb[1, 0, 1], [1.0, 1.0, 1.0], atol=1e-6)
-
-
-def test_hue_is_continuous_across_the_wheel_seam():
-    angles = np.array([-1e-3, 0.0, 1e-3, 2 * np.pi - 1e-3])
-    flow = _flow_image(np.stack([np.cos(angles), np.sin(angles)], -1))
-    rgb = np.asarray(motion.flow_to_color(flow, max_radius=1.0))[0]
-    np.testing.assert_allclose(rgb, np.broadcast_to([1.0, 0.0, 0.0], rgb.shape), atol=0.02)
-
-
-def test_flow_to_color_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="flow"):
-        motion.flow_to_color(jnp.zeros((4, 4, 3)))
-
-
-# ---------------------------------------------------------------------------------------------
-# FlowFusion
-# ---------------------------------------------------------------------------------------------
-def _frames_and_flow(seed=0, shape=(2, 5, 7)):
-    rng = np.random.default_rng(seed)
-    frames = jnp.asarray(rng.uniform(-1, 1, (*shape, 3)).astype(np.float32))
-    flow = jnp.asarray(rng.normal(0, 3, (*shape, 2)).astype(np.float32))
-    return frames, flow
-
-
-def _cv2_normalized_lab(rgb):
-    """Independent Lab of float RGB [..., 3] through OpenCV, normalised as frames."""
-    rgb = np.asarray(rgb, np.float32)
-    lab = cv2.cvtColor(rgb.reshape(-1, 1, 3), cv2.COLOR_RGB2Lab).reshape(rgb.shape)
-    return (lab - np.array(LAB_MEAN)) / np.array(LAB_STD)
-
-
-@pytest.mark.parametrize("encoding", ["color", "conv"])
-def test_fusion_adds_alpha_times_encoded_flow(encoding):
-    frames, flow = _frames_and_flow()
-    model = motion.FlowFusion(encoding=encoding, lab_mean=LAB_MEAN, lab_std=LAB_STD, alpha_init=0.1)
-    params = model.init(jax.random.PRNGKey(0), frames, flow)["params"]
-    assert float(params["alpha"]) == pytest.approx(0.1)
-    if encoding == "color":
-        rgb = motion.flow_to_color(flow)
-        encoded = np.asarray(color.normalize_lab(color.rgb_to_lab(rgb), LAB_MEAN, LAB_STD))
-        np.testing.assert_allclose(encoded, _cv2_normalized_lab(rgb), atol=1e-2)
-    else:
-        assert set(params) == {"alpha", "flow_conv"}
-        kernel = np.asarray(params["flow_conv"]["kernel"])  # [2, 3]
-        scaled = np.asarray(flow) / np.array([7.0, 5.0])  # (dx / W, dy / H)
-        encoded = np.einsum("...i,io->...o", scaled, kernel)
-    params = {**params, "alpha": jnp.asarray(0.7)}
-    out = jax.jit(model.apply)({"params": params}, frames, flow)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(frames) + 0.7 * encoded, atol=1e-5)
-
-
-@pytest.mark.parametrize("encoding", ["color", "conv"])
-def test_gradient_reaches_alpha(encoding):
-    frames, flow = _frames_and_flow(1)
-    model = motion.FlowFusion(encoding=encoding, lab_mean=LAB_MEAN, lab_std=LAB_STD)
-    params = model.init(jax.random.PRNGKey(1), frames, flow)["params"]
-    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, frames, flow)))(params)
-    # d sum(I + alpha G) / d alpha = sum(G) = sum(O - I) / alpha.
-    fused = model.apply({"params": params}, frames, flow)
-    want = float(jnp.sum(fused - frames)) / float(params["alpha"])
-    assert float(grads["alpha"]) == pytest.approx(want, rel=1e-3)
-    assert abs(float(grads["alpha"])) > 1e-3
-
-
-def test_fusion_rejects_unknown_encoding_and_mismatched_shapes():
-    frames, flow = _frames_and_flow()
-    with pytest.raises(ValueError, match="encoding"):
-        motion.FlowFusion(encoding="hsv", lab_mean=LAB_MEAN, lab_std=LAB_STD).init(jax.random.PRNGKey(0), frames, flow)
-    with pytest.raises(ValueError, match="flow"):
-        motion.FlowFusion(encoding="conv", lab_mean=LAB_MEAN, lab_std=LAB_STD).init(
-            jax.random.PRNGKey(0), frames, flow[:, :4]
-        )
+from mer_jax.models import ven
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +31,7 @@ def _np_position_encoding(height, width, dim):
 
 
 def test_position_encoding_values():
-    pe = np.asarray(motion.sincos_position_encoding(5, 6, 8))
+    pe = np.asarray(ven.sincos_position_encoding(5, 6, 8))
     assert pe.shape == (5, 6, 8)
     # dim 8: frequencies 1 and 10000^(-1/2) = 0.01; channels [sin y, cos y, sin x, cos x] x 2 freqs.
     np.testing.assert_allclose(
@@ -179,11 +44,11 @@ def test_position_encoding_values():
 
 
 def test_position_encoding_positions_are_distinct():
-    pe = np.asarray(motion.sincos_position_encoding(9, 11, 16)).reshape(-1, 16)
+    pe = np.asarray(ven.sincos_position_encoding(9, 11, 16)).reshape(-1, 16)
     distances = np.linalg.norm(pe[:, None] - pe[None], axis=-1)
     assert np.all(distances[~np.eye(len(pe), dtype=bool)] > 1e-3)
     with pytest.raises(ValueError, match="multiple of 4"):
-        motion.sincos_position_encoding(3, 3, 6)
+        ven.sincos_position_encoding(3, 3, 6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +61,7 @@ def _np_window_slices(height, width, window):
 
 
 def _np_value_map(target, refs, window, beta):
-    """Loop reference of spec 3 steps 1-2: target [B, h, w, C], refs [B, R, h, w, C] -> [B, h, w]."""
+    """Loop reference of the value map: target [B, h, w, C], refs [B, R, h, w, C] -> [B, h, w]."""
     target, refs = np.asarray(target, np.float64), np.asarray(refs, np.float64)
     batch, height, width, _ = target.shape
     slices = _np_window_slices(height, width, window)
@@ -226,7 +91,7 @@ def test_value_map_matches_numpy_reference(height, width, window):
     target = rng.normal(size=(2, height, width, 6)).astype(np.float32)
     refs = rng.normal(size=(2, 3, height, width, 6)).astype(np.float32)
     refs[:, 0, :4, :4] = target[:, :4, :4]  # one window seen in place, so Z is not always small
-    got = np.asarray(motion.window_value_map(jnp.asarray(target), jnp.asarray(refs), window, 0.6))
+    got = np.asarray(ven.window_value_map(jnp.asarray(target), jnp.asarray(refs), window, 0.6))
     assert got.shape == (2, height, width)
     np.testing.assert_allclose(got, _np_value_map(target, refs, window, 0.6), atol=1e-5)
 
@@ -259,7 +124,7 @@ def _moving_object_scene(channels=64, seed=3):
 @pytest.mark.parametrize("beta,static_range", [(0.6, (0.25, 0.45)), (1.0, (0.0, 0.2))])
 def test_value_map_scores_the_moving_object_high(beta, static_range):
     target, refs, target_object, static = _moving_object_scene()
-    value = np.asarray(motion.window_value_map(jnp.asarray(target), jnp.asarray(refs), 8, beta))[0]
+    value = np.asarray(ven.window_value_map(jnp.asarray(target), jnp.asarray(refs), 8, beta))[0]
     per_window = value[::8, ::8]
     assert per_window[target_object].min() > 0.5
     # A static window has S = Z = 1: it scores (1 - beta) / max, about 0.4 at the spec's beta 0.6.
@@ -278,7 +143,7 @@ def ven_setup():
     rng = np.random.default_rng(4)
     target = jnp.asarray(rng.normal(size=(2, 7, 10, 8)).astype(np.float32))
     refs = jnp.asarray(rng.normal(size=(2, 2, 7, 10, 8)).astype(np.float32))
-    model = motion.ValueExtractionNetwork(query_chunk=16, **VEN_ARGS)
+    model = ven.ValueExtractionNetwork(query_chunk=16, **VEN_ARGS)
     params = model.init(jax.random.PRNGKey(0), target, refs, train=False)["params"]
     return target, refs, params
 
@@ -286,7 +151,7 @@ def ven_setup():
 @functools.lru_cache(maxsize=None)
 def _jitted_apply(train, overrides):
     """One compiled VEN apply per (train, attribute overrides), shared across tests."""
-    model = motion.ValueExtractionNetwork(**{"query_chunk": 16, **VEN_ARGS, **dict(overrides)})
+    model = ven.ValueExtractionNetwork(**{"query_chunk": 16, **VEN_ARGS, **dict(overrides)})
     return jax.jit(lambda p, t, r, rng: model.apply({"params": p}, t, r, train=train, rngs={"dropkey": rng}))
 
 
@@ -366,11 +231,11 @@ def test_chunked_attention_equals_unchunked(ven_setup, radius):
 
 def test_dropkey_mask_drop_fraction():
     shape = (8, 4, 64, 64)
-    dropped = np.asarray(motion.dropkey_mask(jax.random.PRNGKey(5), shape, 0.3))
+    dropped = np.asarray(ven.dropkey_mask(jax.random.PRNGKey(5), shape, 0.3))
     assert dropped.dtype == bool and dropped.shape == shape
     sigma = np.sqrt(0.3 * 0.7 / dropped.size)
     assert abs(dropped.mean() - 0.3) < 5 * sigma
-    assert not np.asarray(motion.dropkey_mask(jax.random.PRNGKey(5), shape, 0.0)).any()
+    assert not np.asarray(ven.dropkey_mask(jax.random.PRNGKey(5), shape, 0.0)).any()
 
 
 def test_dropkey_is_random_in_training_and_off_in_eval(ven_setup):
@@ -398,7 +263,7 @@ def test_fully_dropped_rows_fall_back_to_all_keys(ven_setup):
 
 def test_ven_gradients_are_finite_with_dropkey_and_radius(ven_setup):
     target, refs, params = ven_setup
-    model = motion.ValueExtractionNetwork(query_chunk=16, radius=1, **VEN_ARGS)
+    model = ven.ValueExtractionNetwork(query_chunk=16, radius=1, **VEN_ARGS)
 
     def loss(p, t, r):
         out = model.apply({"params": p}, t, r, train=True, rngs={"dropkey": jax.random.PRNGKey(6)})

@@ -1,11 +1,9 @@
-"""MER's Motion Enhancement Engine (spec section 3): flow fusion and the Value Extraction Network.
+"""The Value Extraction Network (docs/method.md, 'Value Extraction Network').
 
-`FlowFusion` superimposes optical flow on the input frames (O = I + alpha * G(F)), either as the
-Middlebury colour-wheel flow image in normalised Lab (`flow_to_color`) or through a learnable 1x1
-conv. `ValueExtractionNetwork` scores each target window by how much it moved (`window_value_map`)
-and refines the target features by multi-head attention over average-pooled reference features,
-with a 2-D sinusoidal position encoding (`sincos_position_encoding`), query chunking, an optional
-local radius and DropKey (`dropkey_mask`).
+`window_value_map` scores each target window by how much it moved relative to the references;
+`ValueExtractionNetwork` refines the target features by multi-head attention over average-pooled
+reference features, with a 2-D sinusoidal position encoding (`sincos_position_encoding`), query
+chunking, an optional local radius and DropKey (`dropkey_mask`).
 """
 
 from typing import Any, NamedTuple
@@ -15,114 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mer_jax import color
+from mer_jax import feature_maps
 
-FLOW_ENCODINGS = ("color", "conv")
-_FLOW_EPS = 1e-5
 _VALUE_EPS = 1e-6
-_OUT_OF_RANGE_SCALE = 0.75  # Middlebury darkens flow beyond the maximum radius.
-# Colour-wheel segments of Baker et al. (2011): (number of hues, start RGB, end RGB).
-_WHEEL_SEGMENTS = (
-    (15, (1.0, 0.0, 0.0), (1.0, 1.0, 0.0)),  # red -> yellow
-    (6, (1.0, 1.0, 0.0), (0.0, 1.0, 0.0)),  # yellow -> green
-    (4, (0.0, 1.0, 0.0), (0.0, 1.0, 1.0)),  # green -> cyan
-    (11, (0.0, 1.0, 1.0), (0.0, 0.0, 1.0)),  # cyan -> blue
-    (13, (0.0, 0.0, 1.0), (1.0, 0.0, 1.0)),  # blue -> magenta
-    (6, (1.0, 0.0, 1.0), (1.0, 0.0, 0.0)),  # magenta -> red
-)
-
-
-def _color_wheel() -> np.ndarray:
-    """[55, 3] float32 RGB hues in [0, 1]; entry k sits at angle 2 pi k / 55."""
-    parts = []
-    for count, start, end in _WHEEL_SEGMENTS:
-        steps = np.arange(count, dtype=np.float64)[:, None] / count
-        parts.append(np.asarray(start) + (np.asarray(end) - np.asarray(start)) * steps)
-    return np.concatenate(parts).astype(np.float32)
-
-
-_COLOR_WHEEL = _color_wheel()
-
-
-def flow_to_color(flow: jax.Array, max_radius: float | None = None) -> jax.Array:
-    """Middlebury colour-wheel image of optical flow (Baker et al., 2011).
-
-    Hue follows the flow angle atan2(dy, dx) in image coordinates (y down): +x is red, +y orange,
-    -x light blue, -y violet. The 55 wheel hues are spread evenly over the full circle and
-    interpolated linearly with wrap-around (the reference code spreads them over 54 intervals, so
-    hues differ from it by less than one wheel step). Saturation is the magnitude divided by
-    `max_radius`: zero flow is white, flow at `max_radius` is the pure hue, and flow beyond it is
-    the pure hue darkened by 0.75.
-
-    Args:
-      flow: [..., H, W, 2] flow (dx, dy) in pixels.
-      max_radius: magnitude that maps to full saturation; None uses each image's own maximum
-        magnitude + 1e-5, so every image spans the full saturation range.
-
-    Returns:
-      [..., H, W, 3] float32 RGB in [0, 1].
-    """
-    if flow.ndim < 3 or flow.shape[-1] != 2:
-        raise ValueError(f"flow must be [..., H, W, 2], got shape {flow.shape}")
-    if max_radius is not None and max_radius <= 0:
-        raise ValueError(f"max_radius must be positive, got {max_radius}")
-    flow = jnp.asarray(flow, jnp.float32)
-    dx, dy = flow[..., 0], flow[..., 1]
-    magnitude = jnp.sqrt(dx**2 + dy**2)
-    if max_radius is None:
-        max_radius = jnp.max(magnitude, axis=(-2, -1), keepdims=True) + _FLOW_EPS
-    radius = (magnitude / max_radius)[..., None]
-    num_hues = _COLOR_WHEEL.shape[0]
-    position = (jnp.arctan2(dy, dx) / (2.0 * jnp.pi)) % 1.0 * num_hues
-    lower = jnp.floor(position)
-    frac = (position - lower)[..., None]
-    # `% 1.0` can round up to exactly 1.0 for tiny negative angles, hence the modulo on the index.
-    index = lower.astype(jnp.int32) % num_hues
-    wheel = jnp.asarray(_COLOR_WHEEL)
-    hue = (1.0 - frac) * wheel[index] + frac * wheel[(index + 1) % num_hues]
-    return jnp.where(radius <= 1.0, 1.0 - radius * (1.0 - hue), _OUT_OF_RANGE_SCALE * hue)
-
-
-class FlowFusion(nn.Module):
-    """Fuses flow into the frames: O = I + alpha * G(F), alpha a learnable scalar param 'alpha'.
-
-    Attributes:
-      encoding: 'color' (G = colour-wheel flow image converted to normalised Lab like a frame) or
-        'conv' (G = learnable bias-free 1x1 conv 2 -> 3, param 'flow_conv', of (dx / W, dy / H)).
-      lab_mean: Lab normalisation mean of the frames, e.g. (50, 0, 0).
-      lab_std: Lab normalisation std of the frames, e.g. (50, 127, 127).
-      alpha_init: initial value of alpha.
-    """
-
-    encoding: str
-    lab_mean: tuple[float, ...]
-    lab_std: tuple[float, ...]
-    alpha_init: float = 0.1
-
-    @nn.compact
-    def __call__(self, frames: jax.Array, flow: jax.Array) -> jax.Array:
-        """Adds the encoded flow to the frames.
-
-        Args:
-          frames: [B, H, W, 3] normalised Lab frames (any leading dims).
-          flow: [B, H, W, 2] flow (dx, dy) in pixels, same leading dims as `frames`.
-
-        Returns:
-          [B, H, W, 3] fused frames.
-        """
-        if self.encoding not in FLOW_ENCODINGS:
-            raise ValueError(f"encoding must be one of {FLOW_ENCODINGS}, got {self.encoding!r}")
-        if frames.ndim < 3 or frames.shape[-1] != 3 or flow.shape != (*frames.shape[:-1], 2):
-            raise ValueError(f"need frames [..., H, W, 3] and flow [..., H, W, 2], got {frames.shape} and {flow.shape}")
-        alpha = self.param("alpha", nn.initializers.constant(self.alpha_init), (), jnp.float32)
-        if self.encoding == "color":
-            encoded = color.normalize_lab(color.rgb_to_lab(flow_to_color(flow)), self.lab_mean, self.lab_std)
-        else:
-            height, width = frames.shape[-3:-1]
-            scaled = flow / jnp.asarray([width, height], flow.dtype)
-            # A 1x1 conv is a Dense layer on the channel axis.
-            encoded = nn.Dense(3, use_bias=False, name="flow_conv")(scaled)
-        return frames + alpha * encoded.astype(frames.dtype)
 
 
 def sincos_position_encoding(height: int, width: int, dim: int) -> jax.Array:
@@ -163,18 +56,16 @@ def _window_descriptors(features: jax.Array, window: int) -> jax.Array:
     Returns:
       [..., ceil(h / window) * ceil(w / window), C] descriptors, windows in raster order.
     """
-    *lead, h, w, c = features.shape
-    rows, cols = -(-h // window), -(-w // window)
-    pad = [(0, 0)] * len(lead) + [(0, rows * window - h), (0, cols * window - w), (0, 0)]
-    sums = jnp.pad(features, pad).reshape(*lead, rows, window, cols, window, c).sum(axis=(-4, -2))
+    sums = feature_maps.block_sums(features, window)  # [..., rows, cols, C]
     # Normalising makes the sum and the mean the same descriptor, so zero padding gives a border
     # window the mean of its valid pixels.
     norm_sq = jnp.sum(sums**2, axis=-1, keepdims=True)
-    return (sums * jax.lax.rsqrt(jnp.maximum(norm_sq, _VALUE_EPS**2))).reshape(*lead, rows * cols, c)
+    descriptors = sums * jax.lax.rsqrt(jnp.maximum(norm_sq, _VALUE_EPS**2))
+    return descriptors.reshape(*descriptors.shape[:-3], -1, descriptors.shape[-1])
 
 
 def window_value_map(target: jax.Array, refs: jax.Array, window: int, beta: float) -> jax.Array:
-    """Potential value map P of spec 3 (steps 1-2): high where the target moved.
+    """Potential value map P: high where the target moved.
 
     Windows tile the grid from the top-left; when h or w is not a multiple of `window`, the last
     row/column of windows is partial and its descriptor is the mean of its valid pixels. For target
@@ -206,20 +97,6 @@ def window_value_map(target: jax.Array, refs: jax.Array, window: int, beta: floa
     value = raw / (raw.max(axis=-1, keepdims=True) + _VALUE_EPS)
     grid = value.reshape(batch, -(-h // window), -(-w // window))
     return jnp.repeat(jnp.repeat(grid, window, axis=1), window, axis=2)[:, :h, :w]
-
-
-def _average_pool(x: jax.Array, pool: int) -> jax.Array:
-    """Non-overlapping average pooling [..., h, w, C] -> [..., ceil(h/pool), ceil(w/pool), C].
-
-    Border cells average only their valid pixels.
-    """
-    *lead, h, w, c = x.shape
-    rows, cols = -(-h // pool), -(-w // pool)
-    pad_h, pad_w = rows * pool - h, cols * pool - w
-    sums = jnp.pad(x, [(0, 0)] * len(lead) + [(0, pad_h), (0, pad_w), (0, 0)])
-    sums = sums.reshape(*lead, rows, pool, cols, pool, c).sum(axis=(-4, -2))
-    counts = np.pad(np.ones((h, w), np.float32), [(0, pad_h), (0, pad_w)]).reshape(rows, pool, cols, pool).sum((1, 3))
-    return sums / jnp.asarray(counts, x.dtype)[:, :, None]
 
 
 def dropkey_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
@@ -311,10 +188,10 @@ class VENOutput(NamedTuple):
 
 
 class ValueExtractionNetwork(nn.Module):
-    """VEN (spec 3, step 3): f~_t = f_t + W_o(attention(W_q(f_t + E), W_k(f_r + PE), W_v(f_r))).
+    """VEN: f~_t = f_t + W_o(attention(W_q(f_t + E), W_k(f_r + PE), W_v(f_r))).
 
-    E = MLP(P) + PE with P the potential value map (kept differentiable, as the spec computes it
-    from the features) and PE the 2-D sinusoidal encoding at full feature resolution. Keys and
+    E = MLP(P) + PE with P the potential value map (kept differentiable: it is computed from the
+    features) and PE the 2-D sinusoidal encoding at full feature resolution. Keys and
     values are average-pooled by `kv_pool`; since the projections are affine, pooling their inputs
     (f_r + PE and f_r, so PE is pooled along with the features) equals pooling K and V. Keys of all
     refs are concatenated. Queries are processed `query_chunk` at a time with `jax.lax.map`.
@@ -373,8 +250,10 @@ class ValueExtractionNetwork(nn.Module):
         )
         # No key bias: it adds the same q.b to every logit of a query, so the softmax ignores it
         # (its gradient is pure rounding noise, which Adam would amplify into random updates).
-        k = nn.Dense(c, use_bias=False, dtype=self.dtype, name="key")(_average_pool(refs + pos, self.kv_pool))
-        v = nn.Dense(c, dtype=self.dtype, name="value")(_average_pool(refs, self.kv_pool))
+        k = nn.Dense(c, use_bias=False, dtype=self.dtype, name="key")(
+            feature_maps.average_pool(refs + pos, self.kv_pool)
+        )
+        v = nn.Dense(c, dtype=self.dtype, name="value")(feature_maps.average_pool(refs, self.kv_pool))
         _, num_refs, rows, cols, _ = k.shape
         k = k.reshape(batch, num_refs * rows * cols, self.num_heads, head_dim)
         v = v.reshape(batch, num_refs * rows * cols, self.num_heads, head_dim)

@@ -1,0 +1,213 @@
+"""The training objective: each stage's wiring against a separate computation, every switch
+combination, and the inference path reading the features the objective trained."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from mer_jax import color, correspondence, export, objective, sampler, train, train_state
+from mer_jax.models import mer
+
+SWITCHES = ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg")
+
+
+def config_with(**switches):
+    config = demo.get_config("debug")
+    for name in SWITCHES:
+        config.model[name] = switches.get(name, False)
+    return config
+
+
+def setup(config, batch_size=2, seed=0):
+    """(objective, initial state, a random batch of clips)."""
+    model, init_fn, _ = train_state.make_initializer(config, total_steps=10)
+    rng = np.random.default_rng(seed)
+    clip = (batch_size, config.data.num_refs + 1, config.data.image_size, config.data.image_size)
+    batch = {
+        "frames": rng.integers(0, 256, (*clip, 3), dtype=np.uint8),
+        "flow": rng.normal(size=(*clip, 2)).astype(np.float32) * 2,
+        "video_id": np.arange(batch_size, dtype=np.int32),
+    }
+    return objective.from_config(config, model, total_steps=10), init_fn(), batch
+
+
+def loss_of(obj, state, batch, params=None, step=0, rng=jax.random.PRNGKey(3)):
+    params = state.params if params is None else params
+    return obj(params, state.batch_stats, batch, rng, jnp.int32(step), state.memory_bank)
+
+
+def stage_one(obj, state, batch, params=None, rng=jax.random.PRNGKey(3)):
+    """What `Objective.__call__` computes before the reconstruction, with the same random streams:
+    (clean Lab clips, dropped channels, network output)."""
+    dropout_rng, dropkey_rng, _, _ = jax.random.split(rng, 4)
+    clean = color.uint8_rgb_to_normalized_lab(batch["frames"], obj.lab_mean, obj.lab_std)
+    inputs, dropped = color.channel_dropout(dropout_rng, clean)
+    variables = {"params": state.params if params is None else params, "batch_stats": state.batch_stats}
+    return clean, dropped, obj.features(variables, inputs, batch["flow"], dropkey_rng).out
+
+
+def recon_error(obj, clean, dropped, query, refs, **local):
+    """Mean reconstruction error of the target from `refs` through `query`."""
+    colours = obj.reference_colours(clean)
+    prediction = correspondence.local_reconstruct(
+        query, refs, colours, temperature=obj.reconstruction["temperature"], tile=obj.reconstruction["tile"], **local
+    )
+    return float(jnp.mean(obj.reconstruction_error(prediction, clean[:, -1], dropped)))
+
+
+def test_weight_map_weighs_the_pixels_of_high_value():
+    obj, _, _ = setup(config_with(use_weight_map=True))
+    value_map = np.zeros((1, 4, 4), np.float32)
+    value_map[0, 1, 2] = 3.0  # One moving pixel; min-max normalised it is 1, the rest 0.
+    out = mer.MEROutput(features=None, query=None, value_map=jnp.asarray(value_map))
+    errors = np.random.default_rng(0).uniform(size=(1, 4, 4, 1)).astype(np.float32)
+    step = 5  # gamma = 5 / total_steps (10): the other pixels weigh 0.5.
+    weights = np.full((4, 4), 0.5)
+    weights[1, 2] = 1.0
+    want = np.sum(weights * errors[0, ..., 0]) / weights.sum()
+    np.testing.assert_allclose(float(obj.weighted_error(errors, out, jnp.int32(step))), want, rtol=1e-6)
+    hot, cold = errors.copy(), errors.copy()
+    hot[0, 1, 2] += 1.0
+    cold[0, 3, 3] += 1.0
+    rise_hot = float(obj.weighted_error(hot, out, jnp.int32(step))) - want
+    rise_cold = float(obj.weighted_error(cold, out, jnp.int32(step))) - want
+    np.testing.assert_allclose([rise_hot, rise_cold], [1.0 / weights.sum(), 0.5 / weights.sum()], rtol=1e-5)
+
+
+def test_without_the_switch_the_error_is_a_plain_mean():
+    obj, _, _ = setup(config_with())
+    errors = np.random.default_rng(1).uniform(size=(2, 4, 4, 1)).astype(np.float32)
+    out = mer.MEROutput(None, None, jnp.ones((2, 4, 4)))
+    np.testing.assert_allclose(float(obj.weighted_error(errors, out, jnp.int32(0))), errors.mean(), rtol=1e-6)
+
+
+def test_lambda_pn_scales_the_positive_negative_term():
+    config = config_with(use_pos_neg=True)
+    totals = {}
+    for lam in (0.0, 0.5, 2.0):
+        config.loss.lambda_pn = lam
+        obj, state, batch = setup(config)
+        totals[lam], aux = loss_of(obj, state, batch)
+    recon, pn = float(aux.parts["loss_recon"]), float(aux.parts["loss_pn"])
+    assert pn > 0.1
+    np.testing.assert_allclose(float(totals[0.0]), recon, rtol=1e-6)
+    np.testing.assert_allclose(float(totals[0.5]), recon + 0.5 * pn, rtol=1e-5)
+    np.testing.assert_allclose(float(totals[2.0]), recon + 2.0 * pn, rtol=1e-5)
+
+
+def test_the_ven_refined_query_is_the_one_that_reconstructs():
+    config = config_with(use_ven=True)
+    config.model.reconstruction.temperature = 0.01  # Sharp affinities: the query decides the copy.
+    obj, state, batch = setup(config)
+    params = jax.tree.map(lambda x: x, state.params)
+    kernel = params["ven"]["out"]["kernel"]  # A strong VEN output, so that refined != encoder features.
+    params["ven"]["out"]["kernel"] = 3.0 * jax.random.normal(jax.random.PRNGKey(7), kernel.shape)
+    _, aux = loss_of(obj, state, batch, params=params)
+    clean, dropped, out = stage_one(obj, state, batch, params=params)
+    assert float(jnp.abs(out.query - out.features[:, -1]).mean()) > 0.1
+    local = dict(radius=config.model.reconstruction.radius, ref_fusion="joint")
+    refined = recon_error(obj, clean, dropped, out.query, out.features[:, :-1], **local)
+    unrefined = recon_error(obj, clean, dropped, out.features[:, -1], out.features[:, :-1], **local)
+    np.testing.assert_allclose(float(aux.parts["recon_error"]), refined, rtol=1e-5)
+    assert abs(refined - unrefined) > 1e-4 * refined  # 10x the tolerance of the match above
+
+
+def test_the_sampler_radii_reach_the_affinity_mask():
+    config = config_with(use_sampler=True)
+    obj, state, batch = setup(config)
+    _, aux = loss_of(obj, state, batch)
+    clean, dropped, out = stage_one(obj, state, batch)
+    window = config.model.sampler.radius_max
+    radii = sampler.pixel_radii(out.features[:, -1], **config.model.sampler).radius
+    assert (np.asarray(radii) < window).any(), "the test needs pixels whose radius is below the window"
+    refs = out.features[:, :-1]
+    with_radii = recon_error(obj, clean, dropped, out.query, refs, radius=window, pixel_radius=radii)
+    fixed = recon_error(obj, clean, dropped, out.query, refs, radius=window)
+    np.testing.assert_allclose(float(aux.parts["recon_error"]), with_radii, rtol=1e-5)
+    assert abs(with_radii - fixed) > 1e-4 * fixed
+
+
+@pytest.mark.parametrize("use_flow,use_ven", [(False, False), (True, True)])
+def test_embed_returns_the_features_the_objective_used(use_flow, use_ven):
+    config = config_with(use_flow=use_flow, use_ven=use_ven)
+    obj, state, batch = setup(config)
+    lab = color.uint8_rgb_to_normalized_lab(batch["frames"], obj.lab_mean, obj.lab_std)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    trained = obj.features(variables, lab, batch["flow"], jax.random.PRNGKey(0)).out.features  # [B, N, h, w, D]
+    exported = export.ExportedModel(obj.model, variables, config)
+    frames, flow = batch["frames"], batch["flow"]
+    embedded = export.embed(exported, frames.reshape(-1, *frames.shape[2:]), flow.reshape(-1, *flow.shape[2:]))
+    np.testing.assert_allclose(np.asarray(embedded), np.asarray(trained).reshape(embedded.shape), rtol=1e-5, atol=1e-6)
+
+
+def abstract_step(config):
+    obj, _, _ = setup(config)
+    _, init_fn, schedule = train_state.make_initializer(config, total_steps=10)
+    clip = (config.batch_size, config.data.num_refs + 1, config.data.image_size, config.data.image_size)
+    batch = {
+        "frames": jax.ShapeDtypeStruct((*clip, 3), np.uint8),
+        "flow": jax.ShapeDtypeStruct((*clip, 2), np.float32),
+        "video_id": jax.ShapeDtypeStruct((config.batch_size,), np.int32),
+    }
+    return jax.eval_shape(
+        lambda s, b: train.train_step(s, b, loss_fn=obj, schedule=schedule), jax.eval_shape(init_fn), batch
+    )
+
+
+@pytest.mark.parametrize("flags", list(itertools.product([False, True], repeat=len(SWITCHES))))
+def test_every_switch_combination_traces(flags):
+    state, metrics, finite = abstract_step(config_with(**dict(zip(SWITCHES, flags))))
+    assert metrics.loss.total.shape == () and finite.dtype == bool
+    assert (state.memory_bank is not None) == flags[SWITCHES.index("use_pos_neg")]
+    assert ("flow_fusion" in state.params) == flags[SWITCHES.index("use_flow")]
+    assert ("ven" in state.params) == flags[SWITCHES.index("use_ven")]
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_each_module_alone_trains(switch, tmp_path):
+    state = train.train_and_evaluate(config_with(**{switch: True}), str(tmp_path))
+    assert int(state.step) == 4
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_memory_bank_fills_with_other_batches_and_is_checkpointed(tmp_path):
+    config = config_with(use_pos_neg=True)
+    state = train.train_and_evaluate(config, str(tmp_path))
+    bank = state.memory_bank
+    per_step = config.batch_size * config.memory.bank_pixels
+    slots = config.memory.bank_frames * config.memory.bank_pixels
+    assert int(bank.pointer) == (4 * per_step) % slots
+    assert int(np.asarray(bank.filled).sum()) == min(4 * per_step, slots)
+    restored = train.train_and_evaluate(config, str(tmp_path))  # finished run: restores the saved state
+    for a, b in zip(jax.tree.leaves(restored.memory_bank), jax.tree.leaves(bank)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_median_fusion_with_negatives_is_rejected_naming_the_fields():
+    config = config_with(use_pos_neg=True)
+    config.model.reconstruction.ref_fusion = "median"
+    with pytest.raises(ValueError, match="model.use_pos_neg=True needs model.reconstruction.ref_fusion='joint'"):
+        objective.from_config(config, train_state.build_model(config), 10)
+
+
+def test_flow_fusion_gets_gradients_from_the_loss():
+    obj, state, batch = setup(config_with(use_flow=True))
+    grads = jax.grad(lambda p: loss_of(obj, state, batch, params=p)[0])(state.params)
+    assert float(jnp.abs(grads["flow_fusion"]["alpha"])) > 0
+
+
+def test_raw_features_at_the_reconstruction_temperature_reuse_the_positive_softmax():
+    """pn_normalize=False at pn_temperature == the reconstruction's: the positive part of the joint
+    softmax is the plain reconstruction, so recon_error is the same as without the pos/neg term."""
+    config = config_with(use_pos_neg=True)
+    config.loss.pn_normalize = False
+    config.loss.pn_temperature = config.model.reconstruction.temperature
+    obj, state, batch = setup(config)
+    _, aux = loss_of(obj, state, batch)
+    clean, dropped, out = stage_one(obj, state, batch)
+    plain = recon_error(obj, clean, dropped, out.query, out.features[:, :-1], radius=obj.reconstruction["radius"])
+    np.testing.assert_allclose(float(aux.parts["recon_error"]), plain, rtol=1e-5)
