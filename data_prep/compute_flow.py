@@ -19,12 +19,18 @@ twice as fast). For |flow| < 64 px the rounding error is at most 0.016 px (half 
 spacing 2^-5 at 32-64 px; smaller for smaller vectors), far below DIS's own error; vectors
 beyond the float16 range (65,504 px) cannot occur in real frames.
 Resumable: videos whose .npz exists are skipped; each file is written to a temporary name and
-renamed when complete, so a killed run never leaves a half-written flow file behind.
+renamed when complete, so a killed run never leaves a half-written flow file behind. Worker
+processes end with the main process, even when it is killed with SIGKILL (`_end_with_parent`).
 """
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import zipfile
 from typing import NamedTuple
 
@@ -36,6 +42,8 @@ from mer_jax.data import flow as flow_lib
 from mer_jax.data import resize, video_files
 
 SUFFIX = ".npz"
+_PR_SET_PDEATHSIG = 1  # From <linux/prctl.h>.
+_ORPHAN_POLL_SECONDS = 1.0
 
 
 def flow_path(flow_root: str, video: str) -> str:
@@ -103,6 +111,29 @@ def load_flow(path: str, flow_gap: int | None = None) -> FlowFile:
     return FlowFile(flow, names, frame_size)
 
 
+def _exit_when_orphaned(parent_pid: int, poll_seconds: float) -> None:
+    """Ends this process (exit status 1) once its parent is no longer `parent_pid`; polls getppid."""
+    while os.getppid() == parent_pid:
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Pool initializer: the worker ends when the process `parent_pid` that started it dies.
+
+    A killed parent (SIGKILL included) cannot stop its pool, so the worker arranges its own end: on
+    Linux the kernel sends it SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); everywhere, a
+    daemon thread exits the worker within `_ORPHAN_POLL_SECONDS` of it being re-parented. A worker
+    killed mid-video leaves only a temporary file, which is never taken for a result.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # On failure the thread below still acts.
+    if os.getppid() != parent_pid:  # The parent died before the signal was armed.
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid, _ORPHAN_POLL_SECONDS), daemon=True).start()
+
+
 def compute_all(frames_root: str, output: str, flow_gap: int, workers: int, flow_size: int = 0) -> list[str]:
     """Flow for every video of frames_root (in `workers` processes), with a progress bar."""
     if flow_gap < 1 or flow_size < 0:
@@ -117,7 +148,9 @@ def compute_all(frames_root: str, output: str, flow_gap: int, workers: int, flow
     else:
         # Spawned, not forked: the caller may have started threads (JAX does) that fork would copy.
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = [pool.submit(compute_video, v, output, flow_gap, flow_size) for v in todo]
             for future in tqdm.tqdm(
                 concurrent.futures.as_completed(futures), total=len(futures), desc="flow", unit="video"

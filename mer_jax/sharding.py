@@ -25,15 +25,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:
-    """Raises a ValueError unless the global batch splits evenly over devices and processes."""
+    """Raises a ValueError unless the global batch splits evenly over the mesh's devices (and so over
+    the processes, each holding the same number of them; `ClipLoader` checks its process split)."""
     devices = mesh.devices.size
     if global_batch % devices:
         raise ValueError(
             f"batch_size={global_batch} is not divisible by the {devices} devices of the mesh; "
             f"use a multiple of {devices} (e.g. --config.batch_size={max(devices, global_batch // devices * devices)})."
         )
-    if global_batch % jax.process_count():
-        raise ValueError(f"batch_size={global_batch} is not divisible by the {jax.process_count()} processes")
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -9,10 +9,13 @@ TensorBoard scalars and checkpoints. Killing and restarting the same command res
 latest checkpoint with the same data order.
 """
 
+import errno
 import functools
+import json
 import logging as logging_lib
 import math
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -36,8 +39,10 @@ from mer_jax import (
     input_pipeline,
     metric_writer,
     objective,
+    run_config,
     sharding,
     train_state,
+    workdir_lock,
 )
 from mer_jax.data import sources
 from mer_jax.evaluation import training_evals
@@ -106,8 +111,16 @@ def _first_non_finite(first: jax.Array, step: jax.Array, finite: jax.Array) -> j
 def _non_finite_error(step: int, last_checkpoint: int | None, workdir: str) -> FloatingPointError:
     return FloatingPointError(
         f"Non-finite loss or gradient at step {step}: its update was not applied and nothing after it "
-        f"was saved. The last checkpoint is step {last_checkpoint} in {workdir}; lower the learning rate "
-        "(--config.optim.lr) or inspect the data, then rerun."
+        f"was saved. The last good checkpoint is step {last_checkpoint} in {workdir}; lower the learning "
+        "rate (--config.optim.lr) or inspect the data, then rerun."
+    )
+
+
+def _exploded_state_error(step: int, last_checkpoint: int | None, workdir: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"The state after step {step} gives a non-finite loss itself (its update was finite but blew up the "
+        f"parameters), so it was not saved. The last good checkpoint is step {last_checkpoint} in {workdir}; "
+        "lower the learning rate (--config.optim.lr), then rerun."
     )
 
 
@@ -136,8 +149,11 @@ def train_and_evaluate(
     *,
     mesh: Mesh | None = None,
     stop_at_step: int | None = None,
+    allow_config_change: bool = False,
 ) -> train_state.TrainState:
     """Trains to the end of the schedule (resuming from `workdir` if it has checkpoints).
+
+    The run holds `workdir`'s lock throughout (`workdir_lock`): a second run on it stops at once.
 
     Args:
       config: see configs/ytvos.py.
@@ -145,14 +161,34 @@ def train_and_evaluate(
       mesh: devices to train on (default: all devices, 'data' axis).
       stop_at_step: return, without saving, once this step is reached, as if the run had been
         killed there (for preemption tests); the schedule still spans the whole run.
+      allow_config_change: a resumed run may change `run_config.RESUMABLE_WITH_FLAG` fields.
 
     Returns:
       The final train state.
+
+    Raises:
+      run_config.ConfigChangedError: resuming with a config that changes the run.
+      workdir_lock.WorkdirLockedError: another live run holds `workdir`.
+      FloatingPointError: a non-finite update or state (nothing after the last good checkpoint saved).
     """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     mesh = mesh if mesh is not None else sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     evaluators = make_evaluators(config)
+    with workdir_lock.WorkdirLock(workdir, jax.process_index()) as lock:
+        return _train(config, workdir, mesh, stop_at_step, allow_config_change, evaluators, lock)
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mesh: Mesh,
+    stop_at_step: int | None,
+    allow_config_change: bool,
+    evaluators: dict[str, tuple[Any, int | None, bool]],
+    lock: workdir_lock.WorkdirLock,
+) -> train_state.TrainState:
+    """`train_and_evaluate` once the workdir is locked."""
     source = sources.make_source(config.data, config.seed)
     total_steps = num_train_steps(config, len(source))
 
@@ -161,16 +197,31 @@ def train_and_evaluate(
     replicated = sharding.replicated(mesh)
     abstract_state = checkpointing.with_sharding(jax.eval_shape(init_fn), replicated)
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
+    stored, history = run_config.read(workdir)
+    changed = {}
+    if stored is not None:
+        path = os.path.join(workdir, run_config.CONFIG_FILE)
+        if checkpointer.latest_step() is not None:  # Resuming: the state must continue the same run.
+            changed = run_config.check_resume(stored, config, allow_changes=allow_config_change, path=path)
+        else:
+            changed = run_config.differences(stored, json.loads(config.to_json()))
     state = checkpointer.restore_or_init(jax.jit(init_fn, out_shardings=replicated), abstract_state)
     start_step = int(state.step)
     if jax.process_index() == 0:
-        checkpointing.save_config(workdir, config)
+        run_config.record_start(workdir, config, start_step, changed, history)
 
     step_fn = jax.jit(
         functools.partial(train_step, loss_fn=loss_fn, schedule=schedule),
         in_shardings=(replicated, sharding.batch_sharding(mesh)),
         out_shardings=(replicated, replicated, replicated),
         donate_argnums=0,
+    )
+    # The loss of a state about to be saved, on the batch it was just trained on: a finite update
+    # can still make parameters whose own loss is not finite (an exploding learning rate).
+    state_loss = jax.jit(
+        lambda s, b: loss_fn(s.params, s.batch_stats, b, s.rng, s.step, s.memory_bank)[0],
+        in_shardings=(replicated, sharding.batch_sharding(mesh)),
+        out_shardings=replicated,
     )
     loader = input_pipeline.ClipLoader(
         source,
@@ -207,11 +258,12 @@ def train_and_evaluate(
     def check_finite() -> None:
         bad = int(first_bad)
         if bad >= 0:
-            raise _non_finite_error(bad, checkpointer.latest_step(), workdir)
+            raise _non_finite_error(bad, checkpointer.last_good_step(), workdir)
 
     try:
         for step in range(start_step, end_step):
-            state, step_metrics, finite = step_fn(state, sharding.global_batch(next(batches), mesh))
+            batch = sharding.global_batch(next(batches), mesh)
+            state, step_metrics, finite = step_fn(state, batch)
             first_bad = _first_non_finite(first_bad, step, finite)
             accumulated = step_metrics if accumulated is None else accumulated.merge(step_metrics)
             interval_steps += 1
@@ -226,9 +278,13 @@ def train_and_evaluate(
                 )
                 writer.write_scalars(done, scalars)
                 progress.set_postfix(loss=f"{scalars['loss']:.4f}")
+                lock.heartbeat()
+                checkpointer.check_for_errors()  # A failed background save ends the run now.
                 accumulated, interval_start, interval_steps = None, time.perf_counter(), 0
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
-                check_finite()  # Never checkpoint a state after a refused update.
+                check_finite()  # Never checkpoint a state after a refused update,
+                if not math.isfinite(float(state_loss(state, batch))):  # nor one whose own loss is not finite.
+                    raise _exploded_state_error(done, checkpointer.last_good_step(), workdir)
                 checkpointer.save(done, state)
             due = [
                 name
@@ -264,6 +320,10 @@ def run_evaluators(
         writer.write_scalars(step, {f"{name}/{key}": value for key, value in scalars.items()})
 
 
+# Errors of the storage, not of the program: reported in one line, without a traceback.
+STORAGE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST)
+
+
 def _quiet_orbax_info(record: logging_lib.LogRecord) -> bool:
     """Drops Orbax's per-save INFO chatter (dozens of lines per checkpoint) from the log."""
     return record.levelno >= logging_lib.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
@@ -275,7 +335,18 @@ def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_quiet_orbax_info)
     f = flags.FLAGS
     distributed.initialize(f.coordinator_address, f.num_processes, f.process_id, auto=f.distributed_auto)
-    train_and_evaluate(f.config, f.workdir)
+    try:
+        train_and_evaluate(f.config, f.workdir, allow_config_change=f.allow_config_change)
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        sys.exit(f"error: {error}")  # One line naming the path and the cause; checkpoints are intact.
+    except (
+        workdir_lock.WorkdirLockedError,
+        run_config.ConfigChangedError,
+        checkpointing.CheckpointRestoreError,
+    ) as error:
+        sys.exit(f"error: {error}")  # Each message says what is wrong and what to do.
 
 
 if __name__ == "__main__":
@@ -289,5 +360,10 @@ if __name__ == "__main__":
         "process_id", None, "Multi-process runs: this process, 0..num_processes-1 (or $JAX_PROCESS_ID)."
     )
     flags.DEFINE_bool("distributed_auto", False, "Detect the multi-process job from SLURM, Open MPI, K8s or Cloud TPU.")
+    flags.DEFINE_bool(
+        "allow_config_change",
+        False,
+        "Resume although the run's length or arithmetic changed (num_train_steps, num_epochs, compute_dtype, remat).",
+    )
     flags.mark_flags_as_required(["workdir", "config"])
     app.run(main)

@@ -1,8 +1,11 @@
-"""Flow pre-computation: accuracy of DIS on generated clips, resumability, clear errors."""
+"""Flow pre-computation: accuracy of DIS on generated clips, resumability, clear errors, workers that end with
+their parent."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -87,3 +90,103 @@ def test_command_line_with_workers(tmp_path):
                f"--output={tmp_path / 'flow'}", "--workers=2"]  # fmt: skip
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     assert sorted(os.listdir(tmp_path / "flow")) == ["a.npz", "b.npz", "c.npz"]
+
+
+def _children(pid):
+    """{child pid: command line} of the live (not zombie) children of `pid`, read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, parent = f.read().rsplit(")", 1)[1].split()[:2]
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # It ended while being read.
+            continue
+        if int(parent) == pid and state != "Z":
+            children[int(entry)] = command
+    return children
+
+
+def _alive(pid):
+    """Whether process `pid` exists and is not a zombie (killed but not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition, seconds, step=0.05):
+    """Polls `condition` until it holds (True) or `seconds` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+def test_workers_end_when_the_main_process_is_killed(tmp_path):
+    clip = synthetic_video.generate_video(4, num_frames=8, height=240, width=320, num_objects=1)
+    write_clip(str(tmp_path / "clip"), "frames", clip)
+    (tmp_path / "frames").mkdir()
+    num_videos = 100  # ~0.1 s each: the run is far from done when its first flow file appears.
+    for i in range(num_videos):
+        os.symlink(tmp_path / "clip" / "frames", tmp_path / "frames" / f"v{i:03d}", target_is_directory=True)
+    out = tmp_path / "flow"
+    command = [sys.executable, "-m", "data_prep.compute_flow", f"--frames_root={tmp_path / 'frames'}",
+               f"--output={out}", "--workers=2"]  # fmt: skip
+    parent = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = {}
+
+    def done():  # Finished flow files, not the workers' temporary ones.
+        return [name for name in os.listdir(out) if name.endswith(".npz") and not name.startswith(".")]
+
+    def working():
+        workers.update((pid, c) for pid, c in _children(parent.pid).items() if "spawn_main" in c)
+        return len(workers) >= 2 and out.is_dir() and len(done()) > 0
+
+    try:
+        started = _wait_for(working, seconds=120)
+        assert started and parent.poll() is None, f"2 workers and a first flow file did not appear: {workers}"
+        assert len(done()) < num_videos  # Still working.
+        parent.kill()
+        parent.wait(timeout=10)
+        all_gone = _wait_for(lambda: not any(_alive(pid) for pid in workers), seconds=10)
+        assert all_gone, f"workers outlived their parent: {[pid for pid in workers if _alive(pid)]}"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert compute_flow.load_flow(str(out / done()[0]))[0].shape == (8, 240, 320, 2)
+
+
+def test_orphan_watchdog_exits_once_the_parent_is_gone(tmp_path):
+    # The portable fallback, alone: a middle process starts a watched child, then is killed.
+    watched = "import sys; from data_prep import compute_flow; compute_flow._exit_when_orphaned(int(sys.argv[1]), 0.05)"
+    middle = (
+        "import os, subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {watched!r}, str(os.getpid())])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", middle], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        time.sleep(1.0)  # Long enough for the child to start watching (it also exits if it starts late).
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert _wait_for(lambda: not _alive(child), seconds=10), "the watched child outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)

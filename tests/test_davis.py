@@ -305,3 +305,24 @@ def test_real_davis2016_sample(tmp_path):
     eroded_scores = davis.score(SAMPLE_ROOT, tmp_path, year="2016", subset="sample")
     assert 0.5 < eroded_scores.global_scores["J-Mean"] < 1
     assert all(values["J-Mean"] < 1 for values in eroded_scores.per_object.values())
+
+
+def _write_frames(root, sequence, names, shape):
+    for name in names:
+        path = root / "JPEGImages" / "480p" / sequence / f"{name}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.zeros((*shape, 3), np.uint8))
+
+
+def test_ground_truth_must_match_the_frames(small_tree):
+    root, seq_dir = small_tree
+    _write_frames(root, "seq", [f"{t:05d}" for t in range(4)], (10, 12))
+    assert davis.score(root, seq_dir.parent).global_scores["J-Mean"] == 1.0  # Matching frames: scored as before.
+    annotation = root / "Annotations" / "480p" / "seq" / "00002.png"
+    annotation.rename(annotation.with_suffix(".bak"))  # A frame whose ground truth is missing: never scored.
+    with pytest.raises(FileNotFoundError, match=r"'seq'.*00002.jpg; missing .*Annotations/480p/seq/00002.png"):
+        davis.score(root, seq_dir.parent)
+    annotation.with_suffix(".bak").rename(annotation)
+    (root / "JPEGImages" / "480p" / "seq" / "00000.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'seq'.*00000.png; missing .*JPEGImages/480p/seq/00000.jpg"):
+        davis.score(root, seq_dir.parent)

@@ -91,3 +91,49 @@ def test_read_video_errors_name_the_file(tmp_path):
     masks_io.write_mask(first, np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="annotation .*00000.png is \\(10, 10\\)"):
         davis_data.read_video(root, "seq0", "2017")
+
+
+def test_read_video_refuses_a_missing_first_frame(tmp_path):
+    # Without 00000.jpg, propagation used to start from the ground truth of 00001 (a better score).
+    root = tmp_path / "DAVIS"
+    fake_data.davis_tree(str(root), num_sequences=1, num_frames=4)
+    (root / "JPEGImages" / "480p" / "seq0" / "00000.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'seq0'.*Annotations/480p/seq0/00000.png; missing .*seq0/00000.jpg"):
+        davis_data.read_video(root, "seq0", "2017")
+    with pytest.raises(FileNotFoundError, match="first annotated frame has no image"):
+        davis_data.read_video(root, "seq0", "2017")
+    with pytest.raises(FileNotFoundError, match=r"'seq0'.*1 annotation\(s\) have no frame.*00000.jpg"):
+        davis_data.read_ground_truth(root, "seq0", "2017")
+
+
+def test_read_video_refuses_frames_and_annotations_that_disagree(tmp_path):
+    root = tmp_path / "DAVIS"
+    fake_data.davis_tree(str(root), num_sequences=1, num_frames=8)
+    frames, annotations = root / "JPEGImages" / "480p" / "seq0", root / "Annotations" / "480p" / "seq0"
+    (frames / "00005.jpg").unlink()  # A frame missing mid-sequence: its annotation has no frame.
+    with pytest.raises(FileNotFoundError, match=r"00005.png; missing .*JPEGImages/480p/seq0/00005.jpg"):
+        davis_data.read_video(root, "seq0", "2017")
+    (annotations / "00005.png").unlink()
+    (annotations / "00002.png").unlink()  # Annotated frames, one of them without its annotation.
+    with pytest.raises(FileNotFoundError, match=r"1 frame\(s\) have no annotation: .*00002.jpg; missing .*00002.png"):
+        davis_data.read_video(root, "seq0", "2017")
+    with pytest.raises(FileNotFoundError, match=r"00002.jpg; missing .*Annotations/480p/seq0/00002.png"):
+        davis_data.read_ground_truth(root, "seq0", "2017")
+    for t in (1, 3, 4, 6, 7):  # Only the first frame annotated (test-dev): segmented, not scored.
+        (annotations / f"{t:05d}.png").unlink()
+    assert davis_data.read_video(root, "seq0", "2017").frame_names == ["00000", "00001", "00002", "00003", "00004",
+                                                                       "00006", "00007"]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=r"6 frame\(s\) have no annotation.*test-dev"):
+        davis_data.read_ground_truth(root, "seq0", "2017")
+
+
+def test_frames_are_matched_by_name_not_extension(tmp_path):
+    root = tmp_path / "DAVIS"
+    fake_data.davis_tree(str(root), num_sequences=1, num_frames=3)
+    frames = root / "JPEGImages" / "480p" / "seq0"
+    (frames / "00001.jpg").rename(frames / "00001.jpeg")
+    video = davis_data.read_video(root, "seq0", "2017")
+    assert video.frame_names == ["00000", "00001", "00002"] and video.frames.shape == (3, 48, 64, 3)
+    (frames / "00001.jpg").write_bytes((frames / "00001.jpeg").read_bytes())
+    with pytest.raises(ValueError, match="00001.jpeg and .*00001.jpg share the name '00001'"):
+        davis_data.read_video(root, "seq0", "2017")

@@ -111,6 +111,23 @@ def test_davis_bad_inputs_are_named(tmp_path):
         evaluate.evaluate(config)
 
 
+def test_davis_refuses_frames_that_do_not_match_the_annotations(tmp_path):
+    root = tmp_path / "DAVIS"
+    fake_data.davis_tree(str(root), num_sequences=2, num_frames=4)
+    config = small(davis_config.get_config())
+    config.update(dict(encoder="lab", davis_root=str(root), output=str(tmp_path / "out")))
+    # Without seq1's first JPEG, propagation used to start from the ground truth of 00001 and score it.
+    (root / "JPEGImages" / "480p" / "seq1" / "00000.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'seq1'.*00000.png; missing .*JPEGImages/480p/seq1/00000.jpg"):
+        evaluate.evaluate(config)
+    assert not (tmp_path / "out" / "results.json").exists()
+    fake_data.write_jpeg(str(root / "JPEGImages" / "480p" / "seq1" / "00000.jpg"), np.zeros((48, 64, 3), np.uint8))
+    (root / "Annotations" / "480p" / "seq0" / "00002.png").unlink()  # A frame without ground truth.
+    with pytest.raises(FileNotFoundError, match=r"'seq0'.*00002.jpg; missing .*Annotations/480p/seq0/00002.png"):
+        evaluate.evaluate(config)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
 def test_each_evaluator_takes_its_benchmarks_own_fields_unchanged():
     for config in (davis_config.get_config(), jhmdb_config.get_config(), ytvos_val.get_config()):
         own = set(config) - set(evaluate.RUN_FIELDS)
@@ -172,6 +189,26 @@ def test_ytvos_max_height_resizes_the_frames_not_the_results(tmp_path):
     np.testing.assert_array_equal(masks[0], np.where(clip.masks[0] == 1, 1, 0))
     with pytest.raises(ValueError, match="ytvos_max_height must be None"):
         ytvos.Evaluator(ytvos_root=str(root), ytvos_max_height=0, sequences=None, save_overlays=False)
+
+
+def test_ytvos_start_frames_and_annotations_need_their_jpegs(tmp_path):
+    root = tmp_path / "valid"
+    _, frames = fake_data.ytvos_tree(str(root), late_frame=3)
+    config = small(ytvos_val.get_config())
+    config.update(dict(encoder="lab", ytvos_root=str(root), preset="crw", output=str(tmp_path / "out")))
+    jpeg = root / "JPEGImages" / "vid0" / f"{frames[3]}.jpg"
+    jpeg.rename(tmp_path / "late.jpg")  # Object 2's start frame (and annotation) without its image.
+    with pytest.raises(FileNotFoundError, match=rf"vid0.*Annotations/vid0/{frames[3]}.png; missing .*{frames[3]}.jpg"):
+        evaluate.evaluate(config)
+    (root / "Annotations" / "vid0" / f"{frames[3]}.png").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=rf"object 2 starts at frame {frames[3]}.*vid0/{frames[3]}.jpg is missing"
+    ):
+        evaluate.evaluate(config)
+    (tmp_path / "late.jpg").rename(jpeg)
+    with pytest.raises(FileNotFoundError, match=rf"object 2 .*annotation .*vid0/{frames[3]}.png is missing"):
+        evaluate.evaluate(config)
+    assert not (tmp_path / "out" / "submission.zip").exists()
 
 
 def test_ytvos_missing_meta_is_a_clear_error(tmp_path):

@@ -191,3 +191,26 @@ def test_loader_errors(tmp_path):
     (tmp_path / "Rename_Images" / "c" / "broken_png" / "00002.png").write_bytes(b"not a png")
     with pytest.raises(OSError, match="00002.png"):
         jhmdb_data.read_video(tmp_path, "c", "broken_png")
+
+
+def test_frames_are_matched_to_joints_by_number(tmp_path):
+    write_video(tmp_path, "c", "v", np.ones((2, J, 4)), num_frames=4, size=(32, 24))
+    frames_dir = tmp_path / "Rename_Images" / "c" / "v"
+    assert jhmdb_data.read_video(tmp_path, "c", "v").frames.shape == (4, 24, 32, 3)
+    (frames_dir / "00001.png").rename(tmp_path / "first.png")  # Frame 2 would take frame 1's joints.
+    with pytest.raises(
+        FileNotFoundError, match="matched to the joints by number.*1 frame.*Rename_Images/c/v/00001.png"
+    ):
+        jhmdb_data.read_video(tmp_path, "c", "v")
+    (tmp_path / "first.png").rename(frames_dir / "00001.png")
+    (frames_dir / "00003.png").rename(frames_dir / "00005.png")  # A gap: 00005.png would take frame 3's joints.
+    with pytest.raises(FileNotFoundError, match="Rename_Images/c/v/00003.png"):
+        jhmdb_data.read_video(tmp_path, "c", "v")
+    (frames_dir / "00005.png").rename(frames_dir / "00003.png")
+    (frames_dir / "frame.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"named 00001.png, 00002.png.*\['frame.png'\]"):
+        jhmdb_data.read_video(tmp_path, "c", "v")
+    (frames_dir / "frame.png").unlink()
+    (frames_dir / "00005.png").write_bytes((frames_dir / "00004.png").read_bytes())  # An image without joints.
+    with pytest.raises(ValueError, match="joint_positions.mat annotates 4 frames but .* has 5; .*00005.png and later"):
+        jhmdb_data.read_video(tmp_path, "c", "v")

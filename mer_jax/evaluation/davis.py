@@ -70,7 +70,9 @@ def score(
 
     Per sequence: N = the largest id in the first annotation; every frame but the first and the last
     is scored (only those result PNGs are read, so the first and last may be absent); void pixels
-    count as background. Global numbers are means over all objects.
+    count as background. Global numbers are means over all objects. Results are read by the names
+    of the ground-truth PNGs; where `JPEGImages/480p/<sequence>` exists, the ground truth must
+    annotate exactly its frames (`davis_data.read_ground_truth`), so no frame goes unscored.
 
     Args:
         davis_root: the `DAVIS` folder.
@@ -81,6 +83,11 @@ def score(
 
     Returns:
         The global and per-object scores.
+
+    Raises:
+        FileNotFoundError: a result PNG is missing, or the ground truth and the frames disagree
+            (each named).
+        ValueError: a result is unreadable, not an id mask, of another size or has more objects.
     """
     if year not in davis_data.YEARS:
         raise ValueError(f"year must be one of {davis_data.YEARS}, got {year!r}")

@@ -14,6 +14,7 @@ alignment, which makes decode(encode(joint)) land back on the joint.
 
 import math
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -115,8 +116,9 @@ def read_video(root: str | os.PathLike, cls: str, video: str) -> JhmdbVideo:
 
     A joint is visible when it lies inside the image: 0 <= x < W and 0 <= y < H in 0-based pixel
     coordinates (JHMDB marks no occlusion; joints of people cut by the frame edge fall outside).
-    Some JHMDB joint files have more frames than the video has images; only the first
-    min(#images, #annotated frames) frames are returned.
+    Frames are matched to joints by name: image `00001.png` is annotated frame 1, and the images must
+    be `00001.png` ... `<N>.png` without a gap. Some JHMDB joint files have more frames than the video
+    has images; the annotations past the last image are dropped, so N frames are returned.
 
     Args:
       root: JHMDB root folder.
@@ -127,8 +129,10 @@ def read_video(root: str | os.PathLike, cls: str, video: str) -> JhmdbVideo:
       The video: frames [T, H, W, 3] uint8, joints [T, 15, 2] float32 0-based (x, y), visible [T, 15] bool.
 
     Raises:
-      FileNotFoundError: the frame folder, its PNG frames or the joint file are missing.
-      ValueError: the joint file lacks `pos_img` or it has the wrong shape; frames differ in size.
+      FileNotFoundError: the frame folder, its PNG frames, a frame within the numbering (a gap, the
+        first frame among them) or the joint file are missing.
+      ValueError: a PNG is not named `<5 digits>.png`; the joint file lacks `pos_img`, has the wrong
+        shape or annotates fewer frames than there are images; frames differ in size.
       OSError: a frame cannot be decoded.
     """
     frames_dir = os.path.join(root, _FRAMES_DIR, cls, video)
@@ -137,9 +141,30 @@ def read_video(root: str | os.PathLike, cls: str, video: str) -> JhmdbVideo:
     frame_names = sorted(name for name in os.listdir(frames_dir) if name.endswith(".png"))
     if not frame_names:
         raise FileNotFoundError(f"no PNG frames in {frames_dir}")
-    joints = _read_pos_img(os.path.join(root, _JOINTS_DIR, cls, video, _JOINTS_FILE))
-    num_frames = min(len(frame_names), joints.shape[0])
-    frames = [_read_frame(os.path.join(frames_dir, name)) for name in frame_names[:num_frames]]
+    unnumbered = [name for name in frame_names if not re.fullmatch(r"\d{5}\.png", name) or name == "00000.png"]
+    if unnumbered:
+        raise ValueError(
+            f"JHMDB frames are named 00001.png, 00002.png, ... (matched to the joints by number), but "
+            f"{frames_dir} holds {unnumbered[:5]}: move other files out of the frame folder."
+        )
+    expected = [f"{t:05d}.png" for t in range(1, int(frame_names[-1][:5]) + 1)]
+    missing = sorted(set(expected) - set(frame_names))
+    if missing:
+        raise FileNotFoundError(
+            f"JHMDB video {cls}/{video}: frames are matched to the joints by number, but {len(missing)} frame(s) "
+            f"are missing: {', '.join(os.path.join(frames_dir, name) for name in missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}. Restore them from the JHMDB download."
+        )
+    joints_path = os.path.join(root, _JOINTS_DIR, cls, video, _JOINTS_FILE)
+    joints = _read_pos_img(joints_path)
+    num_frames = len(frame_names)
+    if joints.shape[0] < num_frames:
+        raise ValueError(
+            f"JHMDB video {cls}/{video}: {joints_path} annotates {joints.shape[0]} frames but {frames_dir} has "
+            f"{num_frames}; {os.path.join(frames_dir, frame_names[joints.shape[0]])} and later have no joints. "
+            "Restore the joint file (or the frames) from the JHMDB download."
+        )
+    frames = [_read_frame(os.path.join(frames_dir, name)) for name in frame_names]
     if len({frame.shape for frame in frames}) != 1:
         raise ValueError(f"frames of {frames_dir} differ in size: {sorted({frame.shape for frame in frames})}")
     frames = np.stack(frames)

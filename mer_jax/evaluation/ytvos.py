@@ -16,6 +16,15 @@ import numpy as np
 from mer_jax.data import frames_io
 from mer_jax.evaluation import masks_io, protocol, vos
 
+_FRAME_EXTENSIONS = (".jpg", ".jpeg")
+_LISTED = 5  # Paths named in an error message; the rest are counted.
+
+
+def _some(paths: list[str]) -> str:
+    """The first few paths, comma-separated, and how many more there are."""
+    shown = ", ".join(paths[:_LISTED])
+    return shown + (f" and {len(paths) - _LISTED} more" if len(paths) > _LISTED else "")
+
 
 def read_meta(root: str) -> dict[str, dict[int, str]]:
     """{video: {object id: name of the frame where it is first annotated}} from meta.json."""
@@ -49,25 +58,54 @@ def read_video(root: str, video: str, first_frames: dict[int, str], max_height: 
     Returns:
       The video: every JPEG frame (at the processing size), one annotation per frame where
       objects first appear (with those objects only, at the annotations' size, which is the
-      output size) and the first annotation's palette.
+      output size) and the first annotation's palette. Frames and annotations are matched by name.
+
+    Raises:
+      FileNotFoundError: the frame folder is missing or holds no JPEG, an annotation has no JPEG
+        frame, or an object's start frame (meta.json) has no JPEG or no annotation (each named).
     """
     frame_dir = os.path.join(root, "JPEGImages", video)
-    names = [os.path.splitext(n)[0] for n in frames_io.list_frames(frame_dir)]
+    annotation_dir = os.path.join(root, "Annotations", video)
+    frame_files = frames_io.list_frames(frame_dir, _FRAME_EXTENSIONS)
+    names = [os.path.splitext(n)[0] for n in frame_files]
 
     def annotation_path(frame: str) -> str:
-        return os.path.join(root, "Annotations", video, frame + ".png")
+        return os.path.join(annotation_dir, frame + ".png")
 
+    def frame_path(frame: str) -> str:
+        return os.path.join(frame_dir, frame + ".jpg")
+
+    annotated = (
+        sorted(n[: -len(".png")] for n in os.listdir(annotation_dir) if n.endswith(".png"))
+        if os.path.isdir(annotation_dir)
+        else []
+    )
+    orphans = [frame for frame in annotated if frame not in names]
+    if orphans:
+        raise FileNotFoundError(
+            f"{video}: {len(orphans)} annotation(s) have no frame: {_some([annotation_path(f) for f in orphans])}; "
+            f"missing {_some([frame_path(f) for f in orphans])}. Frames and annotations are matched by name: "
+            "restore the missing JPEGs from the YouTube-VOS download."
+        )
     start_masks = {}
     for object_id, frame in first_frames.items():
         if frame not in names:
-            raise ValueError(f"{video}: object {object_id} starts at frame {frame}, which is not in {frame_dir}")
+            raise FileNotFoundError(
+                f"{video}: object {object_id} starts at frame {frame} (meta.json), but {frame_path(frame)} is "
+                "missing: restore it from the YouTube-VOS download (propagation starts from annotated frames)."
+            )
+        if not os.path.isfile(annotation_path(frame)):
+            raise FileNotFoundError(
+                f"{video}: object {object_id} starts at frame {frame} (meta.json), but its annotation "
+                f"{annotation_path(frame)} is missing: restore it from the YouTube-VOS download."
+            )
         annotation = masks_io.read_mask(annotation_path(frame))
         mask = start_masks.setdefault(frame, np.zeros_like(annotation))
         mask[annotation == object_id] = object_id
     first_path = annotation_path(min(start_masks))
     height, width = masks_io.read_mask(first_path).shape
     size = processing_size(height, width, max_height)
-    frames = frames_io.read_frames([os.path.join(frame_dir, n + ".jpg") for n in names], size)
+    frames = frames_io.read_frames([os.path.join(frame_dir, n) for n in frame_files], size)
     annotations = {names.index(f): m for f, m in start_masks.items()}
     return vos.Video(
         video, frames, annotations, sorted(first_frames), names, (height, width), masks_io.read_palette(first_path)
