@@ -281,6 +281,7 @@ def load_tree(path: str, abstract_tree: Any | None = None) -> Any:
 
 
 CONFIG_FILE = "config.json"
+HISTORY_KEY = "history"  # The run's starts, kept in a training workdir's config.json (`run_config`).
 
 
 def save_config(directory: str, config: ml_collections.ConfigDict) -> None:
@@ -298,7 +299,7 @@ def load_config(directory: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path} not found: is {directory} a mer_jax training workdir or export?")
     with open(path) as f:
         stored = json.load(f)
-    stored.pop("history", None)
+    stored.pop(HISTORY_KEY, None)
     return ml_collections.ConfigDict(_lists_to_tuples(stored))
 
 

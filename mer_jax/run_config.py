@@ -16,8 +16,8 @@ from typing import Any
 
 import ml_collections
 
-CONFIG_FILE = "config.json"
-HISTORY_KEY = "history"
+from mer_jax.checkpointing import CONFIG_FILE, HISTORY_KEY
+
 # Fields (or sections, by prefix) that do not change what is trained.
 OPERATIONAL = (
     "log_every_steps",

@@ -216,13 +216,14 @@ def _train(
         out_shardings=(replicated, replicated, replicated),
         donate_argnums=0,
     )
-    # The loss of a state about to be saved, on the batch it was just trained on: a finite update
-    # can still make parameters whose own loss is not finite (an exploding learning rate).
-    state_loss = jax.jit(
-        lambda s, b: loss_fn(s.params, s.batch_stats, b, s.rng, s.step, s.memory_bank)[0],
-        in_shardings=(replicated, sharding.batch_sharding(mesh)),
-        out_shardings=replicated,
-    )
+
+    def own_loss_is_finite(state: train_state.TrainState, batch: Batch) -> bool:
+        """Whether a state about to be saved gives a finite loss and gradient itself, on the batch it
+        was just trained on: a finite update can still make parameters whose own loss is not finite
+        (an exploding learning rate). One more step on a copy, with the compiled step, discarded."""
+        _, _, finite = step_fn(jax.tree.map(jnp.copy, state), batch)
+        return bool(finite)
+
     loader = input_pipeline.ClipLoader(
         source,
         global_batch=config.batch_size,
@@ -283,7 +284,7 @@ def _train(
                 accumulated, interval_start, interval_steps = None, time.perf_counter(), 0
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
                 check_finite()  # Never checkpoint a state after a refused update,
-                if not math.isfinite(float(state_loss(state, batch))):  # nor one whose own loss is not finite.
+                if not own_loss_is_finite(state, batch):  # nor one whose own loss is not finite.
                     raise _exploded_state_error(done, checkpointer.last_good_step(), workdir)
                 checkpointer.save(done, state)
             due = [

@@ -168,13 +168,6 @@ def test_every_switch_combination_traces(flags):
     assert ("ven" in state.params) == flags[SWITCHES.index("use_ven")]
 
 
-@pytest.mark.parametrize("switch", SWITCHES)
-def test_each_module_alone_trains(switch, tmp_path):
-    state = train.train_and_evaluate(config_with(**{switch: True}), str(tmp_path))
-    assert int(state.step) == 4
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
-
-
 def test_memory_bank_fills_with_other_batches_and_is_checkpointed(tmp_path):
     config = config_with(use_pos_neg=True)
     state = train.train_and_evaluate(config, str(tmp_path))

@@ -155,7 +155,9 @@ def test_a_non_finite_gradient_stops_training_before_saving(tmp_path, monkeypatc
         return wrapped
 
     monkeypatch.setattr(train.objective, "from_config", nan_gradient_at_step_1)
-    with pytest.raises(FloatingPointError, match="Non-finite loss or gradient at step 1.*last checkpoint is step None"):
+    with pytest.raises(
+        FloatingPointError, match="Non-finite loss or gradient at step 1.*last good checkpoint is step None"
+    ):
         train.train_and_evaluate(debug_config(), str(tmp_path))
     assert not os.listdir(tmp_path / "checkpoints")
 
