@@ -9,18 +9,11 @@ import time
 
 import pytest
 
-from configs import demo
 from mer_jax import run_config, train, workdir_lock
+from tests.test_train import debug_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-
-
-def debug_config(**overrides):
-    config = demo.get_config("debug")
-    for key, value in overrides.items():
-        config[key] = value
-    return config
 
 
 def test_a_second_holder_is_refused_naming_the_first(tmp_path):
