@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.synthetic.num_videos = 64
     config.data.synthetic.num_frames = 24
     config.data.synthetic.num_objects = 3
+    config.data.synthetic.kind = "easy"  # 'easy' or 'camouflage', see docs/synthetic.md.
 
     config.model = ml_collections.ConfigDict()
     config.model.encoder = ml_collections.ConfigDict()
@@ -117,6 +118,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # `at_end` (after the last step) and the evaluator's own fields. `synthetic_eval()` is the demo's.
     config.evals = ml_collections.ConfigDict()
 
+    # Module diagnostics at every log step (mer_jax/diagnostics.py), on probe_clips clips of
+    # held-out procedural videos (data.synthetic's fields), whatever data.source is.
+    config.diagnostics = ml_collections.ConfigDict()
+    config.diagnostics.probe_clips = 8
+    config.diagnostics.probe_seed = 2_000_003  # Held out: training videos come from config.seed.
+
     if arg == "debug":
         shrink_for_tests(config)
     elif arg:
@@ -153,18 +160,22 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> None:
         config.evals.synthetic.num_frames = 6
         config.evals.synthetic.num_objects = 2
         config.evals.synthetic.at_end = False  # Tests that evaluate turn it on.
+        config.evals.synthetic.presets[config.evals.synthetic.preset].radius = 2  # 8x8 feature grid.
 
 
 def synthetic_eval() -> ml_collections.ConfigDict:
-    """J&F of label propagation on held-out procedural videos, trained encoder and raw-Lab baseline."""
+    """J&F of label propagation on held-out procedural videos (of config.data.synthetic.kind):
+    the trained encoder, its VEN-refined queries (models with a VEN) and the copy and lab floors."""
     fields = ml_collections.ConfigDict()
     fields.every_steps = config_dict.placeholder(int)  # None: not during training.
     fields.at_end = True  # Also after the last step.
-    fields.num_videos = 8
+    fields.num_videos = 16
     fields.num_frames = 24
     fields.num_objects = 3
     fields.seed = 1_000_003  # Held out: training videos come from config.seed.
-    fields.preset = "crw"
+    # A window local for the 16x16 feature grid of 64x64 frames (radius at most a quarter of the
+    # grid side; the evaluator refuses wider ones).
+    fields.preset = "mer_small"
     fields.presets = propagation.presets()
     fields.lab_temperature = 0.05
     fields.feature_batch = 8

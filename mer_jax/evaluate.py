@@ -1,38 +1,44 @@
 """Evaluation by label propagation: `python -m mer_jax.evaluate --config=configs/davis.py ...`.
 
 Picks the benchmark's evaluator (`config.benchmark`), the encoder (`config.encoder`: the
-trained model at `config.checkpoint`, or raw Lab pixels) and the propagation preset
-(`config.preset`, every number in `config.presets`), and writes results under `config.output`.
-Every other field of the config is the evaluator's own and is passed to it unchanged.
+trained model at `config.checkpoint`, or raw Lab pixels; `config.eval.use_ven` refines each query
+frame with the model's VEN) and the propagation preset (`config.preset`, every number in
+`config.presets`), and writes results under `config.output`. With `config.floors` the same
+evaluator then scores the two floors (`floors.py`: copy, lab) into `<output>/floors/<floor>`;
+`<output>/summary.json` holds {"results": the model's numbers, "floors": {"copy": ..., "lab": ...}}
+and a table prints them side by side. Every other field of the config is the evaluator's own and
+is passed to it unchanged.
 """
 
+import json
 import os
 
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from mer_jax.evaluation import davis, features, jhmdb, protocol, ytvos
+from mer_jax.evaluation import davis, features, floors, jhmdb, protocol, reports, ytvos
 
 EVALUATORS = {"davis": davis.Evaluator, "jhmdb": jhmdb.Evaluator, "ytvos": ytvos.Evaluator}
 # The fields this module uses itself (configs/propagation.py); the rest go to the evaluator.
 RUN_FIELDS = (
     "benchmark", "checkpoint", "encoder", "preset", "presets", "lab_temperature", "lab_mean", "lab_std", "output",
-    "feature_batch",
+    "feature_batch", "eval", "floors",
 )  # fmt: skip
 
 
 def output_dir(config: ml_collections.ConfigDict) -> str:
-    """config.output, or <checkpoint or .>/eval_<benchmark>_<encoder>_<preset>."""
+    """config.output, or <checkpoint or .>/eval_<benchmark>_<encoder>_<preset>[_ven]."""
     if config.output is not None:
         return os.path.abspath(os.path.expanduser(config.output))
     trained = config.encoder == "trained" and config.checkpoint is not None
     base = os.path.expanduser(config.checkpoint) if trained else "."
-    return os.path.abspath(os.path.join(base, f"eval_{config.benchmark}_{config.encoder}_{config.preset}"))
+    name = f"eval_{config.benchmark}_{config.encoder}_{config.preset}" + ("_ven" if config.eval.use_ven else "")
+    return os.path.abspath(os.path.join(base, name))
 
 
 def evaluate(config: ml_collections.ConfigDict) -> dict:
-    """Runs the configured benchmark and returns its summary numbers."""
+    """Runs the configured benchmark (and its floors); returns {"results": ..., "floors": ...}."""
     if config.benchmark not in EVALUATORS:
         raise ValueError(f"benchmark must be one of {sorted(EVALUATORS)}, got {config.benchmark!r}")
     if config.preset not in config.presets:
@@ -45,9 +51,28 @@ def evaluate(config: ml_collections.ConfigDict) -> dict:
         feature_batch=config.feature_batch,
         lab_mean=config.lab_mean,
         lab_std=config.lab_std,
+        use_ven=config.eval.use_ven,
     )
     preset = protocol.make_preset(config.presets[config.preset], config.encoder, config.lab_temperature)
-    return evaluator.run(encoder, preset, output_dir(config))
+    output = output_dir(config)
+    summary = {"results": evaluator.run(encoder, preset, output), "floors": {}}
+    if config.floors:
+        lab_preset = protocol.make_preset(config.presets[config.preset], "lab", config.lab_temperature)
+        for name, floor in floors.floor_encoders(config.lab_mean, config.lab_std).items():
+            if name == config.encoder:  # The lab encoder is its own floor.
+                summary["floors"][name] = summary["results"]
+                continue
+            summary["floors"][name] = evaluator.run(floor, lab_preset, os.path.join(output, "floors", name))
+        keys = floors.HEADLINE_KEYS[config.benchmark]
+        if keys:
+            rows = {config.encoder + ("+ven" if config.eval.use_ven else ""): summary["results"]}
+            rows.update({f"{name} floor": scores for name, scores in summary["floors"].items()})
+            print(f"\n{config.benchmark} ({config.preset} preset) beside its floors:\n" + reports.comparison_table(rows, keys))
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, "summary.json"), "w") as f:
+        json.dump(reports.jsonable(summary), f, indent=2)
+    return summary
+
 
 
 def main(argv: list[str]) -> None:

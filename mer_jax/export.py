@@ -2,7 +2,9 @@
 
 Writes the model's variables (parameters and BatchNorm statistics, no optimizer state) of the
 latest checkpoint in DIR as an Orbax tree to `DIR2/variables`, and the training config to
-`DIR2/config.json`. `load_exported(DIR2)` reads them back and `embed` computes features.
+`DIR2/config.json`. `load_exported(DIR2)` reads them back, `embed` computes features and, for
+models trained with a VEN, `ven_refine` refines a frame's features against reference frames'
+and `ven_references` names those frames as training drew them.
 """
 
 import os
@@ -10,10 +12,12 @@ from typing import NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
 from absl import app, flags
 
 from mer_jax import checkpointing, color, train_state
 from mer_jax.models import mer
+from mer_jax.models import ven as ven_lib
 
 VARIABLES_DIR = "variables"
 
@@ -97,6 +101,28 @@ def embed(exported: ExportedModel, frames: jax.Array, flow: jax.Array | None = N
     lab = color.uint8_rgb_to_normalized_lab(frames, tuple(config.data.lab_mean), tuple(config.data.lab_std))
     flow = None if flow is None else flow[:, None]
     return exported.model.apply(exported.variables, lab[:, None], flow, train=False, refine=False).features[:, 0]
+
+
+def ven_refine(exported: ExportedModel, target: jax.Array, refs: jax.Array) -> jax.Array:
+    """The VEN-refined query features of targets [B, h, w, C] against references [B, R, h, w, C]
+    (encoder features from `embed`), in evaluation mode (no DropKey): [B, h, w, C].
+
+    Raises:
+      ValueError: the model was trained without a VEN (model.use_ven False).
+    """
+    model = exported.model
+    if not model.use_ven:
+        raise ValueError("this model has no VEN (trained with model.use_ven=False): evaluate with eval.use_ven=False")
+    ven = ven_lib.ValueExtractionNetwork(**model.ven, **model.value_map, dtype=model.dtype)
+    return ven.apply({"params": exported.variables["params"]["ven"]}, target, refs, train=False).features
+
+
+def ven_references(num_frames: int, num_refs: int, gap: int) -> np.ndarray:
+    """The VEN's reference frames of every frame as in training (`num_refs` frames `gap` apart
+    before the target, the nearest `gap` before it; indices below 0 clamp to frame 0):
+    [num_frames, num_refs] int32, oldest first; row t is [t - num_refs*gap, ..., t - gap]."""
+    offsets = gap * np.arange(num_refs, 0, -1)
+    return np.maximum(np.arange(num_frames)[:, None] - offsets[None, :], 0).astype(np.int32)
 
 
 def main(argv: list[str]) -> None:

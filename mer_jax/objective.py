@@ -11,6 +11,7 @@ A clip is `num_refs` reference frames followed by one target frame. The stages:
   5. `positive/negative term`: the joint softmax with memory-bank negatives
      (`model.use_pos_neg`), and the bank's update;
   6. `total`: reconstruction + lambda_pn * positive/negative term.
+The stages are methods, which `diagnostics` also runs on its held-out probe.
 """
 
 import dataclasses
@@ -122,17 +123,36 @@ class Objective:
             prediction, target, dropped, loss_scale=self.loss["loss_scale"], loss_channels=self.loss["loss_channels"]
         )
 
-    def weighted_error(self, errors: jax.Array, out: mer.MEROutput, step: jax.Array) -> jax.Array:
-        """Stage 4: the mean of errors [B, H, W, C], weighted per pixel by max(value map, gamma)
-        with the weight map (the VEN's value map, or the same map computed from the features)."""
-        if self.value_map is None:
-            return jnp.mean(errors)
-        value_map = out.value_map
-        if value_map is None:
-            value_map = ven_lib.window_value_map(out.features[:, -1], out.features[:, :-1], **self.value_map)
+    def reconstruct(self, query: jax.Array, refs: jax.Array, ref_colours: jax.Array, local: dict) -> jax.Array:
+        """Stage 3: the target's colours [B, h, w, 3] copied from the references' colours
+        [B, R, h, w, 3] through the affinities of query [B, h, w, D] to refs [B, R, h, w, D], in
+        the windows of `local` (radius, tile, pixel_radius: `sampler_radii`'s)."""
+        reconstruct = _maybe_remat(correspondence.local_reconstruct, self.remat)
+        return reconstruct(
+            query, refs, ref_colours, temperature=self.reconstruction["temperature"],
+            ref_fusion=self.reconstruction["ref_fusion"], **local,
+        )  # fmt: skip
+
+    def motion_value_map(self, out: mer.MEROutput) -> jax.Array:
+        """The weight map's value map P [B, h, w]: the VEN's, or (without the VEN) computed from the
+        encoder features with `value_map` (window, beta)."""
+        if out.value_map is not None:
+            return out.value_map
+        return ven_lib.window_value_map(out.features[:, -1], out.features[:, :-1], **self.value_map)
+
+    def weights(self, out: mer.MEROutput, size: tuple[int, int], step: jax.Array) -> jax.Array:
+        """Stage 4's weight map [B, H, W] (needs `value_map`): max(W, gamma), W `motion_value_map`
+        upsampled to `size` and min-max normalised per frame, gamma the ramp at `step`."""
         ramp = self.loss["gamma_ramp_steps"]
         gamma = losses.gamma_ramp(step, self.total_steps if ramp is None else ramp)
-        return losses.weighted_mean(errors, losses.weight_map(value_map, errors.shape[1:3], gamma))
+        return losses.weight_map(self.motion_value_map(out), size, gamma)
+
+    def weighted_error(self, errors: jax.Array, out: mer.MEROutput, step: jax.Array) -> jax.Array:
+        """Stage 4: the mean of errors [B, H, W, C], weighted per pixel by `weights` with the
+        weight map, else plain."""
+        if self.value_map is None:
+            return jnp.mean(errors)
+        return losses.weighted_mean(errors, self.weights(out, errors.shape[1:3], step))
 
     def __call__(
         self,
@@ -180,11 +200,7 @@ class Objective:
         if same_softmax:
             prediction = pos_neg.positive
         else:
-            reconstruct = _maybe_remat(correspondence.local_reconstruct, self.remat)
-            prediction = reconstruct(
-                feats.out.query, refs, ref_colours, temperature=self.reconstruction["temperature"],
-                ref_fusion=self.reconstruction["ref_fusion"], **local,
-            )  # fmt: skip
+            prediction = self.reconstruct(feats.out.query, refs, ref_colours, local)
         errors = self.reconstruction_error(prediction, clean[:, -1], dropped)
         recon_loss = self.weighted_error(errors, feats.out, step)
         # recon_error, the unweighted mean error, is comparable across switches and training time.

@@ -28,6 +28,7 @@ OPERATIONAL = (
     "data.num_workers",
     "data.data_dir",
     "evals",
+    "diagnostics",
 )
 # Fields that change the schedule or the arithmetic but not the state: allowed with the flag.
 RESUMABLE_WITH_FLAG = ("num_train_steps", "num_epochs", "compute_dtype", "remat")

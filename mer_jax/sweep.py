@@ -1,8 +1,13 @@
-"""Runs the rows of a sweep config: `python -m mer_jax.sweep --config=configs/table4.py --workdir=DIR`.
+"""Runs the rows x seeds of a sweep config: `python -m mer_jax.sweep --config=configs/table4.py --workdir=DIR`.
 
-Each row of `config.sweep.rows` ({row: {switch: value}}) trains into `DIR/<row>` with the base
-config's other fields (resuming like any run), then `DIR/sweep_results.json` collects each row's
-held-out evaluation (`eval_results.json`, written by the `config.evals.synthetic` evaluator).
+Each row of `config.sweep.rows` ({row: {switch: value}}) trains `config.sweep.seeds` times into
+`DIR/<row>/seed_<k>` (training seed `config.seed + k`; the held-out videos of
+`config.evals.synthetic` are the same for every run), resuming like any run. Then every run's
+held-out evaluation (`eval_results.json`) and module diagnostics (`diagnostics.json`) are
+collected and `sweep_report` writes, into DIR: the printed table (also `sweep.txt`),
+`sweep.json` (per row and path: J&F mean with a 95% interval over seeds, the paired per-object
+difference to `config.sweep.baseline` with a 95% interval over objects x seeds, the diagnostics;
+and the floors) and `sweep.png` (the chart).
 """
 
 import json
@@ -12,11 +17,13 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mer_jax import train
+from mer_jax import sweep_report, train
+from mer_jax.evaluation import reports
 
 
-def row_config(config: ml_collections.ConfigDict, row: str) -> ml_collections.ConfigDict:
-    """The base config with the row's switches applied (and no sweep section)."""
+def row_config(config: ml_collections.ConfigDict, row: str, seed_index: int = 0) -> ml_collections.ConfigDict:
+    """The base config with the row's switches applied, training seed config.seed + seed_index
+    (and no sweep section)."""
     overrides = config.sweep.rows[row]
     base = ml_collections.ConfigDict(config.to_dict())
     del base["sweep"]
@@ -24,31 +31,73 @@ def row_config(config: ml_collections.ConfigDict, row: str) -> ml_collections.Co
         if name not in base.model:
             raise ValueError(f"sweep row {row!r} sets unknown switch model.{name}")
         base.model[name] = value
+    base.seed = config.seed + seed_index
     return base
 
 
+def _read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains every (selected) row; returns {row: eval results or {}}."""
+    """Trains every (selected) row for every seed and writes the report; returns sweep.json's content.
+
+    Raises:
+      ValueError: unknown rows or switches, fewer than one seed, no `evals.synthetic` evaluator
+        (nothing to compare), or runs whose floors differ (they were evaluated on other videos).
+    """
     rows = list(config.sweep.rows) if config.sweep.only is None else config.sweep.only.split(",")
     unknown = sorted(set(rows) - set(config.sweep.rows))
     if unknown:
         raise ValueError(f"unknown sweep rows {unknown}; the config has {sorted(config.sweep.rows)}")
-    results = {}
+    if config.sweep.seeds < 1:
+        raise ValueError(f"sweep.seeds must be at least 1, got {config.sweep.seeds}")
+    if "synthetic" not in config.evals or not config.evals.synthetic.at_end:
+        raise ValueError("a sweep compares held-out scores: it needs config.evals.synthetic with at_end=True")
+    runs = {}
     for row in rows:
-        logging.info("Sweep row %s", row)
-        row_dir = os.path.join(workdir, row)
-        train.train_and_evaluate(row_config(config, row), row_dir)
-        path = os.path.join(row_dir, "eval_results.json")
-        results[row] = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                results[row] = json.load(f)
-    with open(os.path.join(workdir, "sweep_results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    for row, scores in results.items():
-        if scores:
-            print(f"{row:12s} trained J&F {scores['trained']['J&F-Mean']:.4f}  lab J&F {scores['lab']['J&F-Mean']:.4f}")
-    return results
+        runs[row] = []
+        for k in range(config.sweep.seeds):
+            logging.info("Sweep row %s, seed %d", row, k)
+            run_dir = os.path.join(workdir, row, f"seed_{k}")
+            train.train_and_evaluate(row_config(config, row, k), run_dir)
+            results = _read_json(os.path.join(run_dir, "eval_results.json"))
+            if results is None:
+                raise FileNotFoundError(f"{run_dir}/eval_results.json is missing: the run's held-out evaluation failed")
+            results["diagnostics"] = _read_json(os.path.join(run_dir, "diagnostics.json")) or {}
+            runs[row].append(results)
+    return write_report(runs, config.sweep.baseline, workdir)
+
+
+def write_report(runs: dict[str, list[dict]], baseline: str, workdir: str) -> dict:
+    """Summarises {row: [eval results per seed]} into sweep.json, sweep.txt and sweep.png; prints the table."""
+    first = next(iter(runs.values()))[0]
+    floors = {name: scores["J&F-Mean"] for name, scores in first["floors"].items()}
+    for row, results in runs.items():
+        for results_of_seed in results:
+            other = {name: scores["J&F-Mean"] for name, scores in results_of_seed["floors"].items()}
+            if other != floors:
+                raise ValueError(f"row {row!r} was evaluated on other held-out videos (floors {other} vs {floors})")
+    reference = baseline if baseline in runs else next(iter(runs))
+    runs = {reference: runs[reference], **runs}  # The baseline row first.
+    summary = sweep_report.summarise(runs, reference)
+    seeds = len(next(iter(runs.values())))
+    report = {
+        "baseline": reference, "seeds": seeds, "preset": first["preset"], "kind": first["kind"],
+        "videos": first["videos"], "objects": first["floors"]["copy"]["objects"], "floors": floors, "rows": summary,
+    }  # fmt: skip
+    title = f"{first['kind']} held-out set: {first['videos']} videos, {seeds} seed(s), preset {first['preset']}"
+    table = title + "\n" + sweep_report.format_table(summary, floors, reference)
+    print(table)
+    with open(os.path.join(workdir, "sweep.json"), "w") as f:
+        json.dump(reports.jsonable(report), f, indent=2)
+    with open(os.path.join(workdir, "sweep.txt"), "w") as f:
+        f.write(table + "\n")
+    sweep_report.write_chart(os.path.join(workdir, "sweep.png"), summary, floors, title)
+    return report
 
 
 def main(argv: list[str]) -> None:
@@ -58,7 +107,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("workdir", None, "Each sweep row trains into <workdir>/<row>.")
+    flags.DEFINE_string("workdir", None, "Each run trains into <workdir>/<row>/seed_<k>; the report goes here.")
     config_flags.DEFINE_config_file("config", None, "Sweep config file (with a `sweep` section).", lock_config=True)
     flags.mark_flags_as_required(["workdir", "config"])
     app.run(main)

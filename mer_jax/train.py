@@ -5,8 +5,9 @@ with `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (see `di
 
 `train_and_evaluate` builds the model, optimizer and data, restores the latest checkpoint in
 `workdir` (or initialises), and runs the jitted, data-parallel `train_step` to the end, writing
-TensorBoard scalars and checkpoints. Killing and restarting the same command resumes from the
-latest checkpoint with the same data order.
+TensorBoard scalars, module diagnostics (`diagnostics`, also to `workdir/diagnostics.json`) and
+checkpoints. Killing and restarting the same command resumes from the latest checkpoint with the
+same data order.
 """
 
 import errno
@@ -34,6 +35,7 @@ from ml_collections import config_flags
 
 from mer_jax import (
     checkpointing,
+    diagnostics,
     distributed,
     export,
     input_pipeline,
@@ -157,7 +159,7 @@ def train_and_evaluate(
 
     Args:
       config: see configs/ytvos.py.
-      workdir: checkpoints, TensorBoard events and config.json go here.
+      workdir: checkpoints, TensorBoard events, config.json and diagnostics.json go here.
       mesh: devices to train on (default: all devices, 'data' axis).
       stop_at_step: return, without saving, once this step is reached, as if the run had been
         killed there (for preemption tests); the schedule still spans the whole run.
@@ -238,6 +240,8 @@ def _train(
         with_flow=config.model.use_flow,
         num_workers=config.data.num_workers,
     )
+    # Module diagnostics on held-out procedural clips (built here, once), on process 0.
+    prober = diagnostics.Prober(loss_fn, config) if jax.process_index() == 0 else None
     writer = metric_writer.MetricWriter(workdir)
     if start_step == 0:
         writer.write_hparams(dict(config.to_dict(), num_train_steps=total_steps, devices=mesh.devices.size))
@@ -278,6 +282,10 @@ def _train(
                     step_time_s=elapsed / interval_steps, clips_per_s=config.batch_size * interval_steps / elapsed
                 )
                 writer.write_scalars(done, scalars)
+                if prober is not None:
+                    probed = prober(state, done)
+                    writer.write_scalars(done, {f"diagnostics/{key}": value for key, value in probed.items()})
+                    diagnostics.write_json(workdir, done, probed)
                 progress.set_postfix(loss=f"{scalars['loss']:.4f}")
                 lock.heartbeat()
                 checkpointer.check_for_errors()  # A failed background save ends the run now.

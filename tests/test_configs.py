@@ -14,11 +14,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 VARIANTS = {
     "ytvos.py": [None, "debug"],
-    "demo.py": [None, "debug"],
+    "demo.py": [None, "debug", "camouflage"],
     "davis.py": [None, "debug"],
     "jhmdb.py": [None],
     "ytvos_val.py": [None],
-    "table4.py": [None, "demo", "debug"],
+    "table4.py": [None, "demo", "camouflage", "debug"],
 }
 TRAINING = {"ytvos.py", "demo.py"}
 
@@ -39,7 +39,7 @@ SYNTHETIC_EVAL_KEYS = {f"evals.synthetic.{key}" for key in flat_keys(ytvos.synth
 
 
 def training_keys(name, variant):
-    on_embedded_videos = name == "demo.py" or (name == "table4.py" and variant in ("demo", "debug"))
+    on_embedded_videos = name == "demo.py" or (name == "table4.py" and variant in ("demo", "camouflage", "debug"))
     return REFERENCE_KEYS | (SYNTHETIC_EVAL_KEYS if on_embedded_videos else set())
 
 
@@ -66,7 +66,7 @@ def test_config_loads_with_the_reference_keys(name, variant):
     flag_values(["train", f"--config={path}"])
     config = flag_values.config
     if name == "table4.py":
-        sweep_keys = {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]} | {"sweep.only"}
+        sweep_keys = {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]} | {"sweep.only", "sweep.seeds", "sweep.baseline"}
         assert flat_keys(config) == training_keys(name, variant) | sweep_keys
     elif name in TRAINING:
         assert flat_keys(config) == training_keys(name, variant)

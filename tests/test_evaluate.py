@@ -48,7 +48,9 @@ def test_davis_lab_propagation_writes_official_results(davis_root, tmp_path, pre
     config = small(davis_config.get_config())
     config.update(dict(encoder="lab", davis_root=str(davis_root), preset=preset, output=str(tmp_path / "out")))
     config.presets.crw.topk = 1
-    scores = evaluate.evaluate(config)
+    config.presets.crw.first_frame_window = True  # Top-1 within the window: a static pixel matches itself.
+    summary = evaluate.evaluate(config)
+    scores = summary["results"]
     gt_palette = masks_io.read_palette(davis_root / "Annotations" / "480p" / "seq0" / "00000.png")
     for seq in ("seq0", "seq1"):
         names = sorted(os.listdir(davis_root / "Annotations" / "480p" / seq))
@@ -71,6 +73,14 @@ def test_davis_lab_propagation_writes_official_results(davis_root, tmp_path, pre
         for k in (1, 2):
             expected_j = davis_metrics.jaccard((first == k)[None], (round_trip == k)[None])[0]
             assert report["per_object"][f"seq1_{k}"]["J-Mean"] == pytest.approx(expected_j, abs=1e-9)
+    # The floors, scored by the same code: lab is the model itself here; copy holds the first mask,
+    # which is exact on the static seq1.
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["floors"]["lab"] == saved["results"] == pytest.approx(scores, nan_ok=True)
+    copy = json.loads((tmp_path / "out" / "floors" / "copy" / "results.json").read_text())
+    assert saved["floors"]["copy"]["J&F-Mean"] == pytest.approx(copy["J&F-Mean"], abs=1e-12)
+    assert copy["per_object"]["seq1_1"]["J-Mean"] == copy["per_object"]["seq1_2"]["J-Mean"] == 1.0
+    assert copy["per_object"]["seq0_1"]["J-Mean"] < 1.0
 
 
 def test_trained_encoder_from_workdir_and_overlays(davis_root, trained_workdir, tmp_path):
@@ -79,11 +89,20 @@ def test_trained_encoder_from_workdir_and_overlays(davis_root, trained_workdir, 
         dict(checkpoint=str(trained_workdir), davis_root=str(davis_root), sequences="seq1", preset="crw",
              save_overlays=True, output=str(tmp_path / "out"))
     )  # fmt: skip
-    scores = evaluate.evaluate(config)
-    assert np.isfinite(scores["J&F-Mean"])
+    summary = evaluate.evaluate(config)
+    assert np.isfinite(summary["results"]["J&F-Mean"])
     assert sorted(os.listdir(tmp_path / "out")) == [
-        "global_results-val.csv", "overlays", "per-sequence_results-val.csv", "results.json", "seq1",
+        "floors", "global_results-val.csv", "overlays", "per-sequence_results-val.csv", "results.json", "seq1",
+        "summary.json",
     ]  # fmt: skip
+    assert sorted(os.listdir(tmp_path / "out" / "floors")) == ["copy", "lab"]
+    assert set(json.loads((tmp_path / "out" / "summary.json").read_text())["floors"]) == {"copy", "lab"}
+    # The VEN path (the demo trains one): its own folder by default, the same scoring.
+    config.update(dict(output=None, floors=False, save_overlays=False))
+    config.eval.use_ven = True
+    assert evaluate.output_dir(config) == os.path.join(str(trained_workdir), "eval_davis_trained_crw_ven")
+    ven = evaluate.evaluate(config)
+    assert np.isfinite(ven["results"]["J&F-Mean"]) and ven["floors"] == {}
     assert os.path.getsize(tmp_path / "out" / "overlays" / "seq1.mp4") > 0
 
 
@@ -158,8 +177,9 @@ def test_ytvos_objects_start_at_their_first_annotation_and_zip_is_official(tmp_p
     clip, frames = fake_data.ytvos_tree(str(root), late_frame=3)
     config = small(ytvos_val.get_config())
     config.update(dict(encoder="lab", ytvos_root=str(root), preset="crw", output=str(tmp_path / "out")))
-    result = evaluate.evaluate(config)
-    with zipfile.ZipFile(result["zip"]) as archive:
+    summary = evaluate.evaluate(config)
+    assert os.path.isfile(summary["floors"]["copy"]["zip"])  # Each floor is a submission of its own.
+    with zipfile.ZipFile(summary["results"]["zip"]) as archive:
         names = sorted(archive.namelist())
     assert names == [f"Annotations/vid0/{f}.png" for f in frames]
     masks = [masks_io.read_mask(tmp_path / "out" / "Annotations" / "vid0" / f"{f}.png") for f in frames]
@@ -223,8 +243,11 @@ def test_jhmdb_propagates_joints_and_reports_pck(tmp_path):
     fake_data.jhmdb_tree(str(root))
     config = small(jhmdb_config.get_config())
     config.update(dict(encoder="lab", jhmdb_root=str(root), output=str(tmp_path / "out")))
-    config.presets.crw.topk = 1  # Static video: every pixel's best match is itself.
-    scores = evaluate.evaluate(config)
+    config.presets.crw.topk = 1  # Static video: every pixel's best match within the window is itself.
+    config.presets.crw.first_frame_window = True
+    summary = evaluate.evaluate(config)
+    scores = summary["results"]
+    assert summary["floors"]["copy"]["PCK@0.2"] == 1.0  # Static joints held still are exact.
     report = json.loads((tmp_path / "out" / "jhmdb_results.json").read_text())
     assert set(report) == {"PCK@0.1", "PCK@0.2", "per_joint"}
     assert len(report["per_joint"]["PCK@0.1"]) == 15
@@ -238,5 +261,8 @@ def test_evaluate_command_line(davis_root, tmp_path):
         f"--config.davis_root={davis_root}", f"--config.output={tmp_path / 'out'}", "--config.sequences=seq0",
     ]  # fmt: skip
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=env)
+    result = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, env=env)
+    table = result.stdout[result.stdout.index("beside its floors") :].splitlines()
+    assert table[1].split() == ["J&F-Mean", "J-Mean", "F-Mean"]
+    assert [line.split()[0] for line in table[2:5]] == ["lab", "copy", "lab"]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["per_object"].keys() >= {"seq0_1"}

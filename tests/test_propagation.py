@@ -11,7 +11,8 @@ from tests import jaxpr_sizes
 
 
 def dense_propagate(query, keys, labels, valid, preset):
-    """Plain NumPy: all (ref, pixel) candidates of every query, explicit masks, softmax."""
+    """Plain NumPy: all (ref, pixel) candidates of every query, explicit masks, softmax. Reference
+    0 is the first frame: with `first_frame_window=False` all its pixels are candidates."""
     h, w, c = query.shape
     m = keys.shape[0]
     q = query.reshape(h * w, c).astype(np.float64)
@@ -29,7 +30,10 @@ def dense_propagate(query, keys, labels, valid, preset):
     out = np.zeros((h * w, labels.shape[-1]))
     for i in range(h * w):
         logits = (k @ q[i]) / preset.temperature  # [M, HW]
-        ok = in_window[i][None, :] & valid[:, None]
+        ok = np.repeat(in_window[i][None, :], m, axis=0)
+        if not preset.first_frame_window:
+            ok[0] = True
+        ok &= valid[:, None]
         logits = np.where(ok, logits, -np.inf).ravel()
         if preset.topk is not None:
             logits = np.where(logits >= np.sort(logits)[-preset.topk], logits, -np.inf)
@@ -50,13 +54,12 @@ def dense_propagate(query, keys, labels, valid, preset):
     return out.reshape(h, w, -1)
 
 
-def random_case(seed, m=3, h=9, w=11, c=6, num_labels=3):
+def random_case(seed, m=3, h=9, w=11, c=6, num_labels=3, valid=(True, False, True)):
     rng = np.random.default_rng(seed)
     query = rng.normal(size=(h, w, c)).astype(np.float32)
     keys = rng.normal(size=(m, h, w, c)).astype(np.float32)
     labels = rng.dirichlet(np.ones(num_labels), size=(m, h, w)).astype(np.float32)
-    valid = np.array([True, False, True][:m])
-    return query, keys, labels, valid
+    return query, keys, labels, np.array(valid[:m])
 
 
 PRESETS = {
@@ -79,11 +82,51 @@ PRESETS = {
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_propagate_frame_matches_dense_reference(name):
     preset = PRESETS[name]
-    query, keys, labels, valid = random_case(hash(name) % 100)
+    query, keys, labels, valid = random_case(sorted(PRESETS).index(name))
     got = np.asarray(propagation.propagate_frame(query, keys, labels, valid, preset))
     want = dense_propagate(query, keys, labels, valid, preset)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("first_frame_window", [True, False])
+@pytest.mark.parametrize("valid", [(True, False, True), (False, True, True)], ids=["ref1_invalid", "first_invalid"])
+@pytest.mark.parametrize("name", ["crw_like", "plain"])
+def test_first_frame_rule_matches_dense_reference(name, valid, first_frame_window):
+    # crw_like: disk, top-5, tile 4 (9 x 11 grid: partial tiles); plain: square, no top-k, tile 8.
+    preset = dataclasses.replace(PRESETS[name], first_frame_window=first_frame_window)
+    query, keys, labels, valid = random_case(7, valid=valid)
+    keys[0] *= 3  # Sharper first-frame affinities, so that far first-frame matches carry weight.
+    got = np.asarray(propagation.propagate_frame(query, keys, labels, valid, preset))
+    want = dense_propagate(query, keys, labels, valid, preset)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+def test_unrestricted_first_frame_reaches_a_cell_far_outside_the_radius():
+    """1 x 12 grid, radius 2: the query at x = 0 has feature e0, found in the first frame only at
+    x = 11; every other feature is e1. Logits are <., .> / 0.1: 10 for the far cell, 0 for the
+    rest. Unrestricted: 12 first-frame cells + 3 windowed cells (x = 0..2) of reference 1, so the
+    far cell (label 1) weighs e^10 / (e^10 + 14). Windowed: only cells x = 0..2 of both references,
+    all at logit 0 and label 0."""
+    e0, e1 = np.eye(2, dtype=np.float32)
+    query = np.tile(e1, (1, 12, 1))
+    query[0, 0] = e0
+    keys = np.tile(e1, (2, 1, 12, 1))
+    keys[0, 0, 11] = e0
+    labels = np.zeros((2, 1, 12, 2), np.float32)
+    labels[..., 0] = 1
+    labels[0, 0, 11] = (0, 1)
+    valid = np.array([True, True])
+    outputs = {}
+    for first_frame_window in (True, False):
+        preset = protocol.Preset(
+            radius=2, first_frame_window=first_frame_window, temperature=0.1, topk=None, normalize=False, tile=4
+        )
+        outputs[first_frame_window] = np.asarray(propagation.propagate_frame(query, keys, labels, valid, preset))
+    far_weight = np.exp(10) / (np.exp(10) + 14)
+    np.testing.assert_allclose(outputs[False][0, 0], [1 - far_weight, far_weight], rtol=1e-5)
+    np.testing.assert_allclose(outputs[True][0, 0], [1, 0], atol=1e-6)
 
 
 def test_compactness_gate_leaves_flat_weights_alone():
@@ -120,3 +163,13 @@ def test_memory_is_one_row_of_tiles_whatever_the_frame_height():
         largest[height] = jaxpr_sizes.largest_intermediate(jaxpr.jaxpr)
     row_logits = 4 * 16 * 3 * 10**2  # [nTx, Q, M, K] with nTx = 4, Q = 16, K = (4 + 2 * 3)^2
     assert largest[48] == largest[8] == row_logits
+
+
+@pytest.mark.parametrize("height", [8, 48])
+def test_memory_with_an_unrestricted_first_frame_is_one_row_of_tiles(height):
+    """The largest array is one tile row's logits: the whole first frame plus M - 1 windows."""
+    preset = protocol.Preset(radius=3, first_frame_window=False, topk=4, tile=4)
+    query, keys, labels, valid = random_case(0, m=3, h=height, w=16, c=4)
+    jaxpr = jax.make_jaxpr(lambda *a: propagation.propagate_frame(*a, preset))(query, keys, labels, valid)
+    row_logits = 4 * 16 * (height * 16 + 2 * 10**2)  # [nTx, Q, h*w + (M - 1) K]
+    assert jaxpr_sizes.largest_intermediate(jaxpr.jaxpr) == row_logits

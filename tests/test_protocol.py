@@ -1,5 +1,7 @@
 """The propagation protocol: preset validation, the lab override and the reference plans."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -31,6 +33,15 @@ def test_mer_reference_plan_picks_long_term_and_most_similar_short_term_frames()
     assert all(set(indices[t][valid[t]]) <= set(range(t)) for t in range(1, 20))
 
 
+@pytest.mark.parametrize("context", protocol.CONTEXTS)
+def test_reference_slot_0_is_always_the_first_frame(context):
+    # The kernel's first_frame_window takes slot 0 as frame 0 of the propagated range.
+    frames = np.random.default_rng(1).integers(0, 256, size=(30, 16, 16, 3)).astype(np.uint8)
+    preset = protocol.Preset(context=context, crw_context=4, long_term=(0, 3, 7), short_term=2, short_term_search=5)
+    indices, valid = protocol.reference_plan(frames, preset)
+    assert np.all(indices[:, 0] == 0) and np.all(valid[1:, 0])
+
+
 def test_lab_preset_is_always_normalised_at_low_temperature():
     presets = propagation_config.presets()
     lab = protocol.make_preset(presets.mer, "lab", 0.05)
@@ -48,3 +59,25 @@ def test_bad_preset_values_are_rejected():
         protocol.Preset(window="circle")
     with pytest.raises(ValueError, match="topk must be None"):
         protocol.Preset(topk=0)
+    with pytest.raises(ValueError, match="long_term must start with frame 0"):
+        protocol.Preset(context="mer", long_term=(5, 10))
+    with pytest.raises(ValueError, match="compactness needs first_frame_window"):
+        protocol.Preset(compactness=True, first_frame_window=False)
+
+
+def test_presets_list_every_field_and_differ_only_where_named():
+    presets = propagation_config.presets()
+    fields = {f.name for f in dataclasses.fields(protocol.Preset)}
+    assert sorted(presets) == ["crw", "crw_small", "crw_windowed", "mer", "mer_small"]
+    built = {}
+    for name, preset in presets.items():
+        assert set(preset) == fields, name
+        built[name] = protocol.make_preset(preset, "trained", 0.05)
+        protocol.make_preset(preset, "lab", 0.05)
+    crw, mer = built["crw"], built["mer"]
+    assert (crw.first_frame_window, crw.topk, crw.radius, crw.window) == (False, 10, 12, "disk")
+    assert (mer.first_frame_window, mer.radius, mer.compactness) == (True, 14, True)
+    assert built["crw_windowed"] == dataclasses.replace(crw, first_frame_window=True)
+    # 16x16 feature grids (64x64 procedural videos): radius at most a quarter of the side.
+    assert built["mer_small"] == dataclasses.replace(mer, radius=4)
+    assert built["crw_small"] == dataclasses.replace(crw, radius=4)

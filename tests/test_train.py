@@ -1,5 +1,5 @@
 """End-to-end training on the debug config: checkpoints, resume equality, device-count
-equality, TensorBoard scalars, clear errors, and the export round trip."""
+equality, TensorBoard scalars and module diagnostics, clear errors, and the export round trip."""
 
 import glob
 import json
@@ -17,6 +17,7 @@ from tensorboardX.proto import event_pb2
 
 from configs import demo, ytvos
 from mer_jax import color, export, objective, sharding, train, train_state
+from tests import test_diagnostics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,6 +64,12 @@ def test_training_writes_checkpoints_scalars_and_config(tmp_path):
     assert all(np.isfinite(v) for v in scalars["loss"].values())
     np.testing.assert_allclose(scalars["lr"][2], 1e-3 * (0.2 + 0.8 * 0.5 * (1 + np.cos(np.pi * 1 / 4))), rtol=1e-5)
     assert (tmp_path / "config.json").exists()
+    # Module diagnostics: every module's keys at each log step, the last also in diagnostics.json.
+    probed = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert probed.pop("step") == 4 and set(probed) == test_diagnostics.ALL_KEYS
+    for key, value in probed.items():
+        assert sorted(scalars[f"diagnostics/{key}"]) == [2, 4]
+        assert scalars[f"diagnostics/{key}"][4] == pytest.approx(value, rel=1e-6)
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path):
@@ -162,18 +169,22 @@ def test_a_non_finite_gradient_stops_training_before_saving(tmp_path, monkeypatc
     assert not os.listdir(tmp_path / "checkpoints")
 
 
-def test_demo_ends_with_trained_and_lab_scores(tmp_path):
+def test_demo_ends_with_both_paths_and_the_floors(tmp_path, capsys):
     config = debug_config()
     config.evals.synthetic.at_end = True
     train.train_and_evaluate(config, str(tmp_path))
     results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert set(results) == {"trained", "lab"}
-    for scores in results.values():
+    assert set(results) == {"preset", "kind", "videos", "trained", "trained_ven", "floors"}
+    for scores in (results["trained"], results["trained_ven"], *results["floors"].values()):
         assert 0.0 <= scores["J&F-Mean"] <= 1.0
         assert scores["J&F-Mean"] == pytest.approx((scores["J-Mean"] + scores["F-Mean"]) / 2)
     scalars = read_scalars(str(tmp_path))
     trained = scalars["synthetic/trained/J_F-Mean"]  # TensorBoard writes "&" as "_".
     assert trained[4] == pytest.approx(results["trained"]["J&F-Mean"], rel=1e-6)
+    assert scalars["synthetic/floors/copy/J_F-Mean"][4] == pytest.approx(results["floors"]["copy"]["J&F-Mean"])
+    closing = capsys.readouterr().out.strip().splitlines()[-1]
+    assert closing.startswith("Held-out J&F-Mean (2 easy procedural videos")
+    assert all(word in closing for word in ("trained ", "trained_ven ", "copy ", "lab "))
 
 
 def test_unknown_evaluator_is_a_clear_error(tmp_path):

@@ -97,3 +97,13 @@ def test_output_size_resizes_the_masks_not_the_frames():
     for t in (1, 4):
         want = np.roll(big, 8 * t, axis=1)
         assert (masks[t] == want).mean() > 0.97, t
+
+
+def test_copy_floor_holds_each_annotation_still_from_its_frame():
+    video, first, late = translating_video()
+    started = video._replace(annotations={1: first, 3: late})
+    ((_, masks),) = list(vos.segment_videos([started], vos.CopyFirstFrame(), PRESET))
+    both = first.copy()
+    both[late > 0] = 2
+    expected = np.stack([np.zeros_like(first), first, first, both, both, both])
+    np.testing.assert_array_equal(masks, expected)

@@ -27,12 +27,17 @@ class VideoSource(Protocol):
 
 
 class SyntheticSource:
-    """The embedded procedural videos (`synthetic_video`, exact flow), generated once in memory."""
+    """The embedded procedural videos (`synthetic_video`, exact flow), generated once in memory.
 
-    def __init__(self, seed: int, num_videos: int, num_frames: int, num_objects: int, image_size: int, flow_gap: int):
+    `kind` is the generator ('easy' or 'camouflage', docs/synthetic.md).
+    """
+
+    def __init__(
+        self, seed: int, num_videos: int, num_frames: int, num_objects: int, kind: str, image_size: int, flow_gap: int
+    ):
         self.videos = synthetic_video.generate_videos(
             seed, num_videos, num_frames=num_frames, height=image_size, width=image_size, num_objects=num_objects,
-            flow_gap=flow_gap,
+            flow_gap=flow_gap, kind=kind,
         )  # fmt: skip
 
     def __len__(self) -> int:

@@ -22,14 +22,22 @@ class TrainedEncoder:
     """The trained MER encoder, applied `batch` frames at a time (jitted).
 
     A model trained with flow fusion gets each frame's flow: the given one, else OpenCV DIS flow
-    computed here (`flow.dis_flow`, with the training `flow_gap`).
+    computed here (`flow.dis_flow`, with the training `flow_gap`). With `use_ven` it returns
+    `vos.RefinedFeatures`: the encoder features as keys and, as queries, every frame's features
+    refined by the VEN against its references as training drew them (`export.ven_references`:
+    `data.num_refs` frames `min(data.frame_gaps)` apart before it, clamped at frame 0).
     """
 
-    def __init__(self, model: export.ExportedModel, batch: int):
-        self.model, self.batch = model, batch
+    def __init__(self, model: export.ExportedModel, batch: int, use_ven: bool = False):
+        if use_ven and not model.model.use_ven:
+            raise ValueError("eval.use_ven=True needs a model trained with a VEN (model.use_ven=True)")
+        self.model, self.batch, self.use_ven = model, batch, use_ven
         self._embed = jax.jit(lambda frames, flow: export.embed(model, frames, flow))
+        self._refine = jax.jit(
+            lambda features, target, refs: export.ven_refine(model, features[target], features[refs])
+        )
 
-    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array:
+    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array | vos.RefinedFeatures:
         if not self.model.model.use_flow:
             flow = None
         elif flow is None:
@@ -38,7 +46,16 @@ class TrainedEncoder:
             self._embed(frames[i : i + self.batch], None if flow is None else flow[i : i + self.batch])
             for i in range(0, len(frames), self.batch)
         ]
-        return jnp.concatenate(chunks)
+        features = jnp.concatenate(chunks)
+        if not self.use_ven:
+            return features
+        data = self.model.config.data
+        references = export.ven_references(len(frames), data.num_refs, min(data.frame_gaps))
+        queries = [
+            self._refine(features, np.arange(i, min(i + self.batch, len(frames))), references[i : i + self.batch])
+            for i in range(0, len(frames), self.batch)
+        ]
+        return vos.RefinedFeatures(features, jnp.concatenate(queries))
 
 
 class LabEncoder:
@@ -57,14 +74,23 @@ class LabEncoder:
 
 
 def make_encoder(
-    encoder: str, checkpoint: str | None, *, feature_batch: int, lab_mean: Sequence[float], lab_std: Sequence[float]
+    encoder: str,
+    checkpoint: str | None,
+    *,
+    feature_batch: int,
+    lab_mean: Sequence[float],
+    lab_std: Sequence[float],
+    use_ven: bool = False,
 ) -> vos.FrameEncoder:
     """The evaluation config's encoder: 'trained' (an export or training workdir at `checkpoint`,
-    applied `feature_batch` frames at a time) or 'lab' (normalised with lab_mean, lab_std)."""
+    applied `feature_batch` frames at a time, its queries VEN-refined with `use_ven`) or 'lab'
+    (normalised with lab_mean, lab_std)."""
     if encoder == "lab":
+        if use_ven:
+            raise ValueError("eval.use_ven=True needs encoder='trained' (raw Lab has no VEN)")
         return LabEncoder(lab_mean, lab_std)
     if encoder == "trained":
         if checkpoint is None:
             raise ValueError("encoder='trained' needs --config.checkpoint=DIR (a training workdir or an export)")
-        return TrainedEncoder(export.load_for_inference(checkpoint), feature_batch)
+        return TrainedEncoder(export.load_for_inference(checkpoint), feature_batch, use_ven)
     raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import jhmdb_data, overlays, pck, propagation, protocol, vos
+from mer_jax.evaluation import jhmdb_data, overlays, pck, propagation, protocol, reports, vos
 from mer_jax.models import encoder as encoder_lib
 
 STRIDE = encoder_lib.OUTPUT_STRIDE
@@ -57,16 +57,17 @@ class Evaluator:
         for cls, name in tqdm.tqdm(self.videos, desc="jhmdb videos"):
             video = jhmdb_data.read_video(self.root, cls, name)
             num_frames, height, width = video.frames.shape[:3]
-            features = encoder(video.frames)
-            first = jhmdb_data.joints_to_heatmaps(
-                video.joints[0], video.visible[0], height, width, stride=STRIDE, sigma=self.sigma
-            )
-            predicted = np.zeros((num_frames, jhmdb_data.NUM_JOINTS, 2), np.float32)
-            seeds = {0: (first, np.ones(first.shape[:2], bool))}
-            with tqdm.tqdm(total=num_frames, desc=name, leave=False) as bar:
-                for t, soft in propagator(features, video.frames, seeds, bar):
-                    predicted[t] = jhmdb_data.heatmaps_to_joints(np.asarray(soft), height, width, STRIDE, self.topk)
-            predicted[0] = video.joints[0]
+            predicted = np.repeat(video.joints[:1].astype(np.float32), num_frames, axis=0)
+            if not isinstance(encoder, vos.CopyFirstFrame):  # The copy floor holds the joints still.
+                keys, queries = vos.keys_and_queries(encoder(video.frames))
+                first = jhmdb_data.joints_to_heatmaps(
+                    video.joints[0], video.visible[0], height, width, stride=STRIDE, sigma=self.sigma
+                )
+                seeds = {0: (first, np.ones(first.shape[:2], bool))}
+                with tqdm.tqdm(total=num_frames, desc=name, leave=False) as bar:
+                    for t, soft in propagator(keys, video.frames, seeds, bar, queries=queries):
+                        predicted[t] = jhmdb_data.heatmaps_to_joints(np.asarray(soft), height, width, STRIDE, self.topk)
+                predicted[0] = video.joints[0]
             tracks.append((predicted, video.joints, video.visible))
             if self.save_overlays:
                 writer = overlays.OverlayWriter(
@@ -78,7 +79,7 @@ class Evaluator:
         scores = pck.pck_for_videos(tracks)
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, "jhmdb_results.json"), "w") as f:
-            json.dump(_jsonable(scores), f, indent=2)
+            json.dump(reports.jsonable(scores), f, indent=2)
         print(format_table(scores))
         return scores
 
@@ -91,11 +92,3 @@ def format_table(scores: dict) -> str:
     lines.append(f"{'mean':16s} {scores['PCK@0.1']:8.4f} {scores['PCK@0.2']:8.4f}")
     return "\n".join(lines)
 
-
-def _jsonable(tree):
-    if isinstance(tree, dict):
-        return {k: _jsonable(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in np.asarray(tree).tolist()]
-    value = float(tree)
-    return None if np.isnan(value) else value

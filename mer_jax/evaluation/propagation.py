@@ -2,11 +2,13 @@
 
 Each frame's features are computed once and cached on the device; frame t's soft labels are
 reconstructed from its reference frames' (already propagated) soft labels through a local
-softmax over the references' windows, optionally restricted to the top-k affinities and
-sharpened by a compactness prior. The windows and their masked affinities are those of training
+softmax over the references' windows (the first frame's window, or the whole first frame, per
+`first_frame_window`), optionally restricted to the top-k affinities and sharpened by a
+compactness prior. The windows and their masked affinities are those of training
 (`correspondence.row_windows`, `correspondence.window_logits`); the work is processed one row of
 query tiles at a time (`lax.map`), so memory is bounded by one row of windows whatever the frame
-size. The protocol's numbers and reference frames are in `protocol.py`.
+height (plus, with an unrestricted first frame, that row's [nTx, Q, h*w] affinities to it). The
+protocol's numbers and reference frames are in `protocol.py`.
 """
 
 import jax
@@ -22,6 +24,11 @@ def propagate_frame(
 ) -> jax.Array:
     """Soft labels of one target frame from its references.
 
+    Reference slot 0 is the first frame (`protocol.reference_plan`). With
+    `preset.first_frame_window` every reference is searched inside the window; without it the
+    candidates of a query are all h*w cells of slot 0 plus the windowed cells of slots 1..M-1.
+    Top-k and the softmax run over all candidates together.
+
     Args:
       query: [h, w, C] target features; keys: [M, h, w, C] reference features;
       labels: [M, h, w, L] reference soft labels; valid: [M] bool, which references to use.
@@ -34,42 +41,52 @@ def propagate_frame(
         query, keys = feature_maps.l2_normalize(query), feature_maps.l2_normalize(keys)
     h, w, _ = query.shape
     tile, radius = preset.tile, preset.radius
+    first = 0 if preset.first_frame_window else 1  # the first windowed slot
     in_window = jnp.asarray(correspondence.window_distance(radius, tile, preset.window) <= radius)  # [Q, K]
     inside = jnp.asarray(correspondence.inside_image(h, w, radius, tile))  # [nTy, nTx, K]
     q_tiles = correspondence.tile_queries(query[None], tile)[0]  # [nTy, nTx, Q, C]
-    keys_padded = correspondence.pad_for_windows(keys, radius, tile)
-    labels_padded = correspondence.pad_for_windows(labels, radius, tile)
+    keys_padded = correspondence.pad_for_windows(keys[first:], radius, tile)
+    labels_padded = correspondence.pad_for_windows(labels[first:], radius, tile)
 
     def row(y):
-        k = jnp.swapaxes(correspondence.row_windows(keys_padded, y, radius, tile), 0, 1)  # [nTx, M, K, C]
-        v = jnp.swapaxes(correspondence.row_windows(labels_padded, y, radius, tile), 0, 1)  # [nTx, M, K, L]
-        allowed = in_window[None, :, None, :] & inside[y][:, None, None, :] & valid[None, None, :, None]
-        logits = correspondence.window_logits(q_tiles[y], k, allowed, preset.temperature)  # [nTx, Q, M, K]
-        return _weighted_labels(logits, v, preset)
+        blocks = []  # (logits [nTx, Q, R, K], labels [nTx, R, K, L]) of each group of candidates
+        if not preset.first_frame_window:  # the whole first frame, its h rows as R = h groups of w
+            logits = correspondence.window_logits(q_tiles[y], keys[0], valid[0], preset.temperature)
+            blocks.append((logits, jnp.broadcast_to(labels[0], (q_tiles.shape[1], *labels.shape[1:]))))
+        if keys.shape[0] > first:
+            k = jnp.swapaxes(correspondence.row_windows(keys_padded, y, radius, tile), 0, 1)  # [nTx, M', K, C]
+            v = jnp.swapaxes(correspondence.row_windows(labels_padded, y, radius, tile), 0, 1)  # [nTx, M', K, L]
+            allowed = in_window[None, :, None, :] & inside[y][:, None, None, :] & valid[None, None, first:, None]
+            blocks.append((correspondence.window_logits(q_tiles[y], k, allowed, preset.temperature), v))
+        return _weighted_labels(blocks, preset)
 
     out = jax.lax.map(row, jnp.arange(q_tiles.shape[0]))  # [nTy, nTx, Q, L]
     return correspondence.untile_queries(out[None], h, w, tile)[0]
 
 
-def _weighted_labels(logits: jax.Array, labels: jax.Array, preset: protocol.Preset) -> jax.Array:
+def _weighted_labels(blocks: list[tuple[jax.Array, jax.Array]], preset: protocol.Preset) -> jax.Array:
     """Soft labels of one row of tiles from its masked logits.
 
     Args:
-      logits: [nTx, Q, M, K] (Q = tile^2, K = S^2 window keys of each of the M references).
-      labels: [nTx, M, K, L] the windows' labels.
+      blocks: groups of candidates, each (logits [nTx, Q, R, K], labels [nTx, R, K, L]): the
+        windows of R references (K = S^2 keys), or the whole first frame as R = h rows of K = w
+        cells. With compactness there is one block, the windows.
       preset: top-k and compactness settings.
 
     Returns:
-      [nTx, Q, L]: softmax over all M*K candidates (top-k restricted, compactness-shaped).
+      [nTx, Q, L]: softmax over the candidates of all blocks together (top-k restricted,
+      compactness-shaped).
     """
-    num_tiles_x, q, m, k = logits.shape
     if preset.topk is not None:
-        kth_largest = _top_k_over_refs(logits, preset.topk)[0][..., -1:, None]
-        logits = jnp.where(logits >= kth_largest, logits, correspondence.MASKED_LOGIT)
-    weights = jax.nn.softmax(logits.reshape(num_tiles_x, q, m * k), axis=-1)
+        best = jnp.concatenate([_top_k_over_refs(logits, preset.topk)[0] for logits, _ in blocks], axis=-1)
+        kth_largest = jax.lax.top_k(best, preset.topk)[0][..., -1:, None]  # [nTx, Q, 1, 1]
+        blocks = [(jnp.where(logits >= kth_largest, logits, correspondence.MASKED_LOGIT), v) for logits, v in blocks]
+    flat = [logits.reshape(*logits.shape[:2], -1) for logits, _ in blocks]  # [nTx, Q, R*K] each
+    weights = jax.nn.softmax(jnp.concatenate(flat, axis=-1), axis=-1)
     if preset.compactness:
-        weights = _compactness(weights, logits, preset)
-    return jnp.einsum("xqn,xnl->xql", weights, labels.reshape(num_tiles_x, m * k, -1))
+        weights = _compactness(weights, blocks[0][0], preset)
+    labels = jnp.concatenate([v.reshape(v.shape[0], -1, v.shape[-1]) for _, v in blocks], axis=1)
+    return jnp.einsum("xqn,xnl->xql", weights, labels)
 
 
 def _top_k_over_refs(logits: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -110,17 +127,18 @@ class Propagator:
     """Propagates labels through a sequence of cached features, frame by frame.
 
     The per-frame step is jitted once per (feature shape, label count) and updates a device
-    buffer of soft labels in place (donated), so nothing is recomputed per frame.
+    buffer of soft labels in place (donated), so nothing is recomputed per frame. Queries are the
+    frames' own features, or separate query features (the VEN-refined ones of `eval.use_ven`).
     """
 
     def __init__(self, preset: protocol.Preset):
         self.preset = preset
-        self._step = jax.jit(self._frame_step, donate_argnums=1)
+        self._step = jax.jit(self._frame_step, donate_argnums=2)
         self._override = jax.jit(self._frame_override, donate_argnums=0)
 
-    def _frame_step(self, features, buffer, t, ref_index, ref_valid):
+    def _frame_step(self, features, queries, buffer, t, ref_index, ref_valid):
         refs = jnp.take(buffer, ref_index, axis=0)
-        soft = propagate_frame(features[t], jnp.take(features, ref_index, axis=0), refs, ref_valid, self.preset)
+        soft = propagate_frame(queries[t], jnp.take(features, ref_index, axis=0), refs, ref_valid, self.preset)
         return buffer.at[t].set(soft)
 
     @staticmethod
@@ -134,6 +152,7 @@ class Propagator:
         frames: np.ndarray,
         annotations: dict[int, tuple[np.ndarray, np.ndarray]],
         progress=None,
+        queries: jax.Array | None = None,
     ):
         """Yields (t, soft labels [h, w, L]) for every frame from the first annotated one on.
 
@@ -147,15 +166,17 @@ class Propagator:
             the propagated ones where `where` holds (objects that first appear at t). The first
             annotated frame must set every pixel.
           progress: optional tqdm bar, advanced once per frame.
+          queries: [T, h, w, C] the frames' query features, or None (their own features).
         """
         start = min(annotations)
         indices, valid = protocol.reference_plan(frames[start:], self.preset)
         features = features[start:]
+        queries = features if queries is None else queries[start:]
         num_labels = annotations[start][0].shape[-1]
         buffer = jnp.zeros((features.shape[0], *features.shape[1:3], num_labels), jnp.float32)
         for t in range(features.shape[0]):
             if t > 0:
-                buffer = self._step(features, buffer, t, indices[t], valid[t])
+                buffer = self._step(features, queries, buffer, t, indices[t], valid[t])
             soft = buffer[t]
             if start + t in annotations:
                 labels, where = annotations[start + t]

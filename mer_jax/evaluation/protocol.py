@@ -1,7 +1,7 @@
 """The label-propagation protocol: every number of a preset, and each frame's reference frames.
 
 A `Preset` holds one protocol (docs/method.md, 'Label propagation'; configs/propagation.py holds
-the two presets); `make_preset` builds it from config fields, with the raw-Lab baseline's
+the presets); `make_preset` builds it from config fields, with the raw-Lab baseline's
 override; `reference_plan` lists the frames each frame propagates from. The kernel that uses
 them is in `propagation.py`.
 """
@@ -26,6 +26,9 @@ class Preset:
       context: 'mer' (long-term frames + short-term frames picked by image similarity) or 'crw'
         (first frame + the `crw_context` previous frames).
       radius: window radius in feature pixels.
+      first_frame_window: True: the first frame (reference slot 0) is searched inside the window
+        like the other references; False: every cell of the first frame is a candidate and the
+        window applies only to the other references (CRW's protocol).
       window: 'square' (Chebyshev <= radius) or 'disk' (Euclidean < radius).
       temperature: softmax temperature of the affinities.
       topk: keep only the k largest affinities per pixel (None: all).
@@ -47,6 +50,7 @@ class Preset:
 
     context: str = "crw"
     radius: int = 12
+    first_frame_window: bool = True
     window: str = "square"
     temperature: float = 0.05
     topk: int | None = 10
@@ -70,6 +74,11 @@ class Preset:
             raise ValueError(f"window must be one of {correspondence.WINDOWS}, got {self.window!r}")
         if self.topk is not None and self.topk < 1:
             raise ValueError(f"topk must be None (all affinities) or at least 1, got {self.topk}")
+        if self.context == "mer" and self.long_term[:1] != (0,):
+            # The kernel takes reference slot 0 as the first frame (`reference_plan`).
+            raise ValueError(f"long_term must start with frame 0, got {self.long_term}")
+        if self.compactness and not self.first_frame_window:
+            raise ValueError("compactness needs first_frame_window=True (the prior works on windows)")
 
     @property
     def max_refs(self) -> int:
@@ -104,7 +113,9 @@ def reference_plan(frames: np.ndarray, preset: Preset) -> tuple[np.ndarray, np.n
 
     Returns:
       (indices [T, M] int32, valid [T, M] bool) with M = preset.max_refs; row t lists frames
-      < t (row 0 is unused). Invalid slots point at frame 0 and are masked.
+      < t (row 0 is unused). Slot 0 of every row t >= 1 is frame 0, valid, in both contexts ('crw'
+      lists frame 0 first; a 'mer' preset's `long_term` starts with 0, checked by `Preset`): the
+      kernel's `first_frame_window` relies on it. Invalid slots point at frame 0 and are masked.
     """
     num_frames = frames.shape[0]
     indices = np.zeros((num_frames, preset.max_refs), np.int32)

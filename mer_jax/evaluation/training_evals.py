@@ -1,15 +1,18 @@
 """Evaluators that run during training, declared in the config as `config.evals.<name>`.
 
 Contract with `train.py`: for each entry, `EVALUATORS[name](**fields)` (every field but
-`every_steps`, names unchanged) is built once; at every multiple of `every_steps` and at the last
-step `run(model, workdir)` gets the current weights as an `export.ExportedModel` (host variables,
-`model.config` the training config) and returns flat scalars {key: float}, which train.py writes to
-TensorBoard as `<name>/<key>`. Each scores the trained encoder beside its raw-Lab floor
-(docs/method.md, 'Benchmarks'). Every process evaluates on its own devices, with no collective;
-only process 0 writes files.
+`every_steps` and `at_end`, names unchanged) is built once; at every multiple of `every_steps` and
+at the last step `run(model, workdir)` gets the current weights as an `export.ExportedModel` (host
+variables, `model.config` the training config) and returns flat scalars {key: float}, which
+train.py writes to TensorBoard as `<name>/<key>`. Each scores the trained encoder (`trained`), its
+VEN-refined queries when the model has a VEN (`trained_ven`, `eval.use_ven`), and the two floors
+(`floors/copy`, `floors/lab`: `floors.py`), which do not change with training and are scored at
+the first run only (docs/method.md, 'Benchmarks'). Every process evaluates on its own devices,
+with no collective; only process 0 writes files.
 """
 
 import json
+import math
 import os
 from typing import Any, Mapping
 
@@ -17,42 +20,46 @@ import jax
 
 from mer_jax import export
 from mer_jax.data import synthetic_video
-from mer_jax.evaluation import davis, features, protocol, synthetic, vos
+from mer_jax.evaluation import davis, features, floors, protocol, reports, synthetic, vos
+from mer_jax.models import encoder as encoder_lib
 
 
-def _presets(preset: str, presets: Mapping[str, Mapping[str, Any]], lab_temperature: float) -> dict:
-    """{encoder: Preset} of the chosen preset for the trained and the lab encoder."""
-    if preset not in presets:
-        raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
-    return {name: protocol.make_preset(presets[preset], name, lab_temperature) for name in features.ENCODERS}
+def _model_encoders(model: export.ExportedModel, feature_batch: int) -> dict[str, vos.FrameEncoder]:
+    """{"trained": encoder features, "trained_ven": VEN-refined queries (models with a VEN only)}."""
+    encoders = {"trained": features.TrainedEncoder(model, batch=feature_batch)}
+    if model.model.use_ven:
+        encoders["trained_ven"] = features.TrainedEncoder(model, batch=feature_batch, use_ven=True)
+    return encoders
 
 
-def _encoders(model: export.ExportedModel, feature_batch: int) -> dict[str, vos.FrameEncoder]:
-    """The trained encoder and the raw-Lab baseline with the training run's Lab normalisation."""
-    data = model.config.data
-    return {
-        "trained": features.TrainedEncoder(model, batch=feature_batch),
-        "lab": features.LabEncoder(data.lab_mean, data.lab_std),
-    }
-
-
-def _flatten(results: dict[str, dict[str, float]]) -> dict[str, float]:
-    """{encoder: {key: value}} -> {"<encoder>/<key>": float(value)}."""
-    return {f"{encoder}/{key}": float(value) for encoder, scores in results.items() for key, value in scores.items()}
+def _flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested {name: {key: number}} -> {"<name>/<key>": float}, leaving out per-object lists."""
+    flat = {}
+    for key, value in results.items():
+        if isinstance(value, Mapping):
+            if key != "per_object":
+                flat.update(_flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
 
 
 class SyntheticEvaluator:
     """J&F on held-out procedural videos at the training image size (`synthetic.evaluate`).
 
-    Writes `workdir/eval_results.json` = {"trained": {"J&F-Mean", "J-Mean", "F-Mean", "objects"},
-    "lab": {...}} and prints the two J&F-Means.
+    The videos follow the training data's generator (`config.data.synthetic.kind`). Writes
+    `workdir/eval_results.json` = {"preset", "kind", "videos", "trained": scores, "trained_ven":
+    scores (models with a VEN), "floors": {"copy": scores, "lab": scores}} with `synthetic.evaluate`'s
+    scores (per-object J&F included), and prints the J&F-Means side by side.
 
     Args:
       num_videos, num_frames, num_objects: the held-out videos (`synthetic_video.generate_videos`).
       seed: their seed (distinct from the training seed: held out).
-      preset: the propagation preset's name in `presets`.
+      preset: the propagation preset's name in `presets`; its window radius must be at most a
+        quarter of the feature grid's side (e.g. `mer_small` for 64x64 frames), so the search
+        stays local.
       presets: {name: Preset fields} (configs/propagation.py).
-      lab_temperature: the lab encoder's temperature (`protocol.make_preset`).
+      lab_temperature: the lab floor's temperature (`protocol.make_preset`).
       feature_batch: frames the trained encoder embeds at a time.
     """
 
@@ -68,41 +75,61 @@ class SyntheticEvaluator:
         lab_temperature: float,
         feature_batch: int,
     ):
+        if preset not in presets:
+            raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
         self.num_videos, self.num_frames, self.num_objects, self.seed = num_videos, num_frames, num_objects, seed
-        self.preset, self.feature_batch = preset, feature_batch
-        self.presets = _presets(preset, presets, lab_temperature)
+        self.preset_name, self.feature_batch = preset, feature_batch
+        self.preset = protocol.make_preset(presets[preset], "trained", lab_temperature)
+        self.lab_preset = protocol.make_preset(presets[preset], "lab", lab_temperature)
+        self._floors: dict[str, dict] | None = None
 
-    def videos(self, image_size: int, flow_gap: int) -> list[synthetic_video.SyntheticVideo]:
+    def videos(self, image_size: int, flow_gap: int, kind: str) -> list[synthetic_video.SyntheticVideo]:
         """The held-out videos at the training image size, with flow to the frame `flow_gap` before."""
+        grid = math.ceil(image_size / encoder_lib.OUTPUT_STRIDE)
+        if 4 * self.preset.radius > grid:
+            raise ValueError(
+                f"preset {self.preset_name!r} has radius {self.preset.radius}: a global search on the {grid}x{grid} "
+                f"feature grid of {image_size}x{image_size} frames. Use a preset whose radius is at most "
+                f"{grid // 4} (a quarter of the grid side), e.g. --config.evals.synthetic.preset=mer_small."
+            )
         return synthetic_video.generate_videos(
             self.seed, self.num_videos, num_frames=self.num_frames, height=image_size, width=image_size,
-            num_objects=self.num_objects, flow_gap=flow_gap,
+            num_objects=self.num_objects, flow_gap=flow_gap, kind=kind,
         )  # fmt: skip
 
     def run(self, model: export.ExportedModel, workdir: str) -> dict[str, float]:
-        """Scores both encoders; returns {"trained/J&F-Mean": ..., "lab/J&F-Mean": ..., ...}."""
-        videos = self.videos(model.config.data.image_size, model.config.data.flow_gap)
-        encoders = _encoders(model, self.feature_batch)
-        results = {name: synthetic.evaluate(encoders[name], self.presets[name], videos) for name in features.ENCODERS}
+        """Scores the model's paths and the floors; returns {"trained/J&F-Mean": ..., "floors/copy/J&F-Mean": ...}."""
+        data = model.config.data
+        videos = self.videos(data.image_size, data.flow_gap, data.synthetic.kind)
+        results: dict[str, Any] = {"preset": self.preset_name, "kind": data.synthetic.kind, "videos": len(videos)}
+        for name, encoder in _model_encoders(model, self.feature_batch).items():
+            results[name] = synthetic.evaluate(encoder, self.preset, videos)
+        if self._floors is None:
+            encoders = floors.floor_encoders(data.lab_mean, data.lab_std)
+            self._floors = {name: synthetic.evaluate(encoders[name], self.lab_preset, videos) for name in floors.FLOORS}
+        results["floors"] = self._floors
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2)
+                json.dump(reports.jsonable(results), f, indent=2)
+            scores = [f"{name} {results[name]['J&F-Mean']:.4f}" for name in ("trained", "trained_ven") if name in results]
+            scores += [f"{name} {self._floors[name]['J&F-Mean']:.4f}" for name in floors.FLOORS]
             print(
-                f"Held-out J&F-Mean ({len(videos)} procedural videos, preset {self.preset}): "
-                f"trained {results['trained']['J&F-Mean']:.4f}, lab baseline {results['lab']['J&F-Mean']:.4f}"
+                f"Held-out J&F-Mean ({len(videos)} {data.synthetic.kind} procedural videos, {results['floors']['copy']['objects']} "
+                f"objects, preset {self.preset_name}): " + ", ".join(scores)
             )
-        return _flatten(results)
+        return _flatten({key: value for key, value in results.items() if isinstance(value, Mapping)})
 
 
 class DavisEvaluator:
-    """DAVIS J&F (`davis.Evaluator`) of the trained encoder and of raw Lab, on process 0.
+    """DAVIS J&F (`davis.Evaluator`) of the model's paths and of the floors, on process 0.
 
-    Results go to `workdir/eval_davis/{trained,lab}` (overwritten at each run, no overlays); the
-    lab baseline does not change with training and is computed at the first run only.
+    Results go to `workdir/eval_davis/<path>` and `workdir/eval_davis/floors/<floor>` (overwritten
+    at each run, no overlays).
 
     Args:
       davis_root, year, subset, sequences: as `davis.Evaluator`.
-      preset, presets, lab_temperature, feature_batch: as `SyntheticEvaluator`.
+      preset, presets, lab_temperature, feature_batch: as `SyntheticEvaluator` (no radius check:
+        DAVIS grids are large).
     """
 
     def __init__(
@@ -117,23 +144,37 @@ class DavisEvaluator:
         lab_temperature: float,
         feature_batch: int,
     ):
+        if preset not in presets:
+            raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
         self.evaluator = davis.Evaluator(
             davis_root=davis_root, year=year, subset=subset, sequences=sequences, save_overlays=False
         )
-        self.presets, self.feature_batch = _presets(preset, presets, lab_temperature), feature_batch
-        self._lab: dict[str, float] | None = None
+        self.preset = protocol.make_preset(presets[preset], "trained", lab_temperature)
+        self.lab_preset = protocol.make_preset(presets[preset], "lab", lab_temperature)
+        self.feature_batch = feature_batch
+        self._floors: dict[str, dict] | None = None
 
     def run(self, model: export.ExportedModel, workdir: str) -> dict[str, float]:
-        """Scores the trained encoder (and raw Lab, once); returns {"trained/J&F-Mean": ..., ...}
-        on process 0 and {} on the others."""
+        """Scores the model (and the floors, once); returns {"trained/J&F-Mean": ..., ...} on
+        process 0 and {} on the others."""
         if jax.process_index() != 0:
             return {}
-        encoders = _encoders(model, self.feature_batch)
         output = os.path.join(workdir, "eval_davis")
-        if self._lab is None:
-            self._lab = self.evaluator.run(encoders["lab"], self.presets["lab"], os.path.join(output, "lab"))
-        trained = self.evaluator.run(encoders["trained"], self.presets["trained"], os.path.join(output, "trained"))
-        return _flatten({"trained": trained, "lab": self._lab})
+        if self._floors is None:
+            encoders = floors.floor_encoders(model.config.data.lab_mean, model.config.data.lab_std)
+            self._floors = {
+                name: self.evaluator.run(encoders[name], self.lab_preset, os.path.join(output, "floors", name))
+                for name in floors.FLOORS
+            }
+        results: dict[str, Any] = {
+            name: self.evaluator.run(encoder, self.preset, os.path.join(output, name))
+            for name, encoder in _model_encoders(model, self.feature_batch).items()
+        }
+        results["floors"] = self._floors
+        rows = {name: scores for name, scores in results.items() if name != "floors"}
+        rows.update({f"{name} floor": scores for name, scores in self._floors.items()})
+        print(reports.comparison_table(rows, floors.HEADLINE_KEYS["davis"]))
+        return _flatten(results)
 
 
 EVALUATORS = {"synthetic": SyntheticEvaluator, "davis": DavisEvaluator}

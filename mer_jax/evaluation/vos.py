@@ -21,11 +21,25 @@ from mer_jax.evaluation import masks_io, overlays, propagation, protocol
 from mer_jax.models import encoder as encoder_lib
 
 
+class RefinedFeatures(NamedTuple):
+    """What an encoder with VEN-refined queries returns (`features.TrainedEncoder`, use_ven)."""
+
+    keys: jax.Array  # [T, h, w, C] encoder features: the references' side of every affinity
+    queries: jax.Array  # [T, h, w, C] each frame's features refined by the VEN: the query side
+
+
 class FrameEncoder(Protocol):
     """Maps uint8 RGB frames [T, H, W, 3] (and optionally their flow [T, H, W, 2]) to features
-    [T, ceil(H/4), ceil(W/4), C] (a jax.Array); see `features.py`."""
+    [T, ceil(H/4), ceil(W/4), C] (a jax.Array), or to `RefinedFeatures`; see `features.py`."""
 
-    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array: ...
+    def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array | RefinedFeatures: ...
+
+
+def keys_and_queries(features: jax.Array | RefinedFeatures) -> tuple[jax.Array, jax.Array | None]:
+    """(keys [T, h, w, C], queries [T, h, w, C] or None when the queries are the keys)."""
+    if isinstance(features, RefinedFeatures):
+        return features.keys, features.queries
+    return features, None
 
 
 class Video(NamedTuple):
@@ -110,7 +124,7 @@ def segment_video(
     Yields:
       (t, id mask [H, W] or [H', W'] uint8) for every frame from the first annotated one on.
     """
-    feats = encoder(video.frames, video.flow)
+    feats, queries = keys_and_queries(encoder(video.frames, video.flow))
     h, w = feats.shape[1:3]
     height, width = video.frames.shape[1:3]
     annotations = video.annotations
@@ -122,23 +136,49 @@ def segment_video(
         seeds[t] = (labels, where)
     mask_args = dict(height=height, width=width, foreground_scale=propagator.preset.foreground_scale)
     mask_args["output_size"] = None if video.output_size is None else tuple(video.output_size)
-    for t, soft in propagator(feats, video.frames, seeds, progress):
+    for t, soft in propagator(feats, video.frames, seeds, progress, queries=queries):
         mask = ids[np.asarray(_labels_to_mask_jit(soft, **mask_args))]
         if t in annotations:
             mask = np.where(annotations[t] > 0, annotations[t], mask if t > min(annotations) else 0).astype(np.uint8)
         yield t, mask
 
 
+class CopyFirstFrame:
+    """The `copy` floor: no features, no propagation; each object's annotation held still.
+
+    Passed to `segment_videos` in place of a `FrameEncoder`: every frame's mask is the first
+    annotated frame's, and an object annotated later is held still from its frame on (the rule
+    `segment_video` applies at annotated frames). A model that does not beat it has learnt
+    nothing about motion (docs/method.md, 'Benchmarks').
+    """
+
+    def masks(self, video: Video) -> np.ndarray:
+        """[T, H', W'] uint8: 0 before the first annotated frame, then the held annotations."""
+        start = min(video.annotations)
+        masks = np.zeros((len(video.frames), *video.annotations[start].shape), np.uint8)
+        held = np.zeros_like(masks[0])
+        for t in range(start, len(video.frames)):
+            if t in video.annotations:
+                annotation = video.annotations[t]
+                held = np.where(annotation > 0, annotation, held).astype(np.uint8)
+            masks[t] = held
+        return masks
+
+
 def segment_videos(
-    videos: Iterable[Video], encoder: FrameEncoder, preset: protocol.Preset, desc: str = "videos"
+    videos: Iterable[Video], encoder: FrameEncoder | CopyFirstFrame, preset: protocol.Preset, desc: str = "videos"
 ) -> Iterator[tuple[Video, np.ndarray]]:
-    """Segments videos one at a time (read lazily from `videos`).
+    """Segments videos one at a time (read lazily from `videos`), by label propagation with the
+    encoder's features, or by the copy floor (`CopyFirstFrame`, which ignores the preset).
 
     Yields:
       (video, masks [T, H', W'] uint8): frames before the first annotated one are all 0.
     """
     propagator = propagation.Propagator(preset)
     for video in tqdm.tqdm(videos, desc=desc, unit="video"):
+        if isinstance(encoder, CopyFirstFrame):
+            yield video, encoder.masks(video)
+            continue
         start = min(video.annotations)
         masks = np.zeros((len(video.frames), *video.annotations[start].shape), np.uint8)
         with tqdm.tqdm(total=len(video.frames) - start, desc=video.name, leave=False, unit="frame") as bar:

@@ -1,0 +1,21 @@
+"""The two floors every evaluation reports beside the model (docs/method.md, 'Benchmarks').
+
+`copy` holds each first-frame annotation still (`vos.CopyFirstFrame`: no features at all) and
+`lab` propagates with raw Lab pixels (`features.LabEncoder`). Both are scored by the benchmark's
+own code, so a model's number means something only where it clears them.
+"""
+
+from typing import Sequence
+
+from mer_jax.evaluation import features, vos
+
+FLOORS = ("copy", "lab")
+# The numbers each benchmark's comparison table shows (YouTube-VOS is scored by its server).
+HEADLINE_KEYS = {"davis": ("J&F-Mean", "J-Mean", "F-Mean"), "jhmdb": ("PCK@0.1", "PCK@0.2"), "ytvos": ()}
+
+
+def floor_encoders(
+    lab_mean: Sequence[float], lab_std: Sequence[float]
+) -> dict[str, vos.FrameEncoder | vos.CopyFirstFrame]:
+    """{"copy": the held first-frame annotation, "lab": raw Lab pixels normalised by lab_mean, lab_std}."""
+    return {"copy": vos.CopyFirstFrame(), "lab": features.LabEncoder(lab_mean, lab_std)}
