@@ -89,7 +89,7 @@ def write_report(runs: dict[str, list[dict]], baseline: str, workdir: str) -> di
         "baseline": reference, "seeds": seeds, "preset": first["preset"], "kind": first["kind"],
         "videos": first["videos"], "objects": first["floors"]["copy"]["objects"], "floors": floors, "rows": summary,
     }  # fmt: skip
-    title = f"{first['kind']} held-out set: {first['videos']} videos, {seeds} seed(s), preset {first['preset']}"
+    title = f"{first['kind']} held-out set: {int(first['videos'])} videos, {seeds} seed(s), preset {first['preset']}"
     table = title + "\n" + sweep_report.format_table(summary, floors, reference)
     print(table)
     with open(os.path.join(workdir, "sweep.json"), "w") as f:

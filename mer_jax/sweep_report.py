@@ -2,9 +2,9 @@
 
 Every row is evaluated on the same held-out videos, so rows are compared object by object: for
 each path (`trained`: encoder features; `trained_ven`: VEN-refined queries) a row gets its J&F
-mean over seeds with a 95% Student-t interval, and its paired difference to the baseline row
-over every (object, seed) pair (seed k of a row against seed k of the baseline) with a 95%
-interval. The floors (copy, lab) are printed and charted beside them (docs/method.md, 'Benchmarks').
+mean over seeds with a 95% Student-t interval, and its paired differences to the baseline row
+(seed k of a row against seed k of the baseline) and to each floor, over every (object, seed)
+pair, with 95% intervals. The floors (copy, lab) are printed and charted beside them (docs/method.md, 'Benchmarks').
 """
 
 import math
@@ -47,10 +47,18 @@ def paired_differences(
     return np.asarray([r[key] - b[key] for r, b in zip(row, baseline) for key in r if key in b], np.float64)
 
 
+def _paired(row: Sequence[Mapping[str, float]], other: Sequence[Mapping[str, float]]) -> dict:
+    """{"mean", "ci95", "pairs"} of the paired differences row - other (`paired_differences`)."""
+    differences = paired_differences(row, other)
+    mean, low, high = mean_interval(differences)
+    return {"mean": mean, "ci95": [low, high], "pairs": int(differences.size)}
+
+
 def summarise(
     runs: Mapping[str, Sequence[Mapping]], baseline: str
 ) -> dict:
-    """Per row and path: J&F mean over seeds with its interval, and the paired difference to the baseline.
+    """Per row and path: J&F mean over seeds with its interval, and the paired differences to the
+    baseline and to each floor.
 
     Args:
       runs: {row: [eval_results.json of each seed, in seed order]} (`training_evals.SyntheticEvaluator`);
@@ -59,7 +67,8 @@ def summarise(
 
     Returns:
       {row: {path: {"J&F-Mean", "ci95": [low, high], "per_seed": [...], "vs_baseline": {"mean",
-      "ci95", "pairs"}}, "diagnostics": {key: {"mean", "ci95", "per_seed"}}}}.
+      "ci95", "pairs"}, "vs_floors": {floor: {"mean", "ci95", "pairs"}}}, "diagnostics": {key:
+      {"mean", "ci95", "per_seed"}}}}.
     """
     if baseline not in runs:
         raise ValueError(f"the baseline row {baseline!r} is not among the sweep's rows {sorted(runs)}")
@@ -72,11 +81,14 @@ def summarise(
                 continue
             per_seed = [run[path]["J&F-Mean"] for run in results]
             mean, low, high = mean_interval(per_seed)
-            differences = paired_differences([run[path]["per_object"] for run in results], base)
-            d_mean, d_low, d_high = mean_interval(differences)
+            per_object = [run[path]["per_object"] for run in results]
             entry[path] = {
                 "J&F-Mean": mean, "ci95": [low, high], "per_seed": per_seed,
-                "vs_baseline": {"mean": d_mean, "ci95": [d_low, d_high], "pairs": int(differences.size)},
+                "vs_baseline": _paired(per_object, base),
+                "vs_floors": {
+                    floor: _paired(per_object, [run["floors"][floor]["per_object"] for run in results])
+                    for floor in results[0].get("floors", {})
+                },
             }  # fmt: skip
         keys = sorted(set.intersection(*(set(run.get("diagnostics", {})) for run in results)) - {"step"})
         entry["diagnostics"] = {}
@@ -97,18 +109,20 @@ def _interval(mean: float, bounds: Sequence[float], signed: bool = False) -> str
 
 
 def format_table(summary: Mapping[str, Mapping], floors: Mapping[str, float], baseline: str) -> str:
-    """Rows x paths: J&F mean [95% interval over seeds] and paired difference to the baseline
-    [95% interval over objects x seeds], then the floors."""
-    lines = [f"{'row':12s} {'path':12s} {'J&F mean [95% CI]':>26s} {'vs ' + baseline + ' [95% CI]':>32s}"]
+    """Rows x paths: J&F mean [95% interval over seeds] and the paired differences to the
+    baseline and to each floor [95% interval over objects x seeds], then the floors."""
+    columns = ["vs " + baseline, *(f"vs {floor} floor" for floor in floors)]
+    lines = [f"{'row':12s} {'path':12s} {'J&F mean [95% CI]':>26s} " + " ".join(f"{c + ' [95% CI]':>26s}" for c in columns)]
     for row, entry in summary.items():
         for path in PATHS:
             if path in entry:
                 scores = entry[path]
-                versus = scores["vs_baseline"]
+                paired = [scores["vs_baseline"], *(scores["vs_floors"][floor] for floor in floors)]
                 lines.append(
                     f"{row:12s} {path:12s} {_interval(scores['J&F-Mean'], scores['ci95']):>26s} "
-                    f"{_interval(versus['mean'], versus['ci95'], signed=True):>26s} ({versus['pairs']} pairs)"
+                    + " ".join(f"{_interval(p['mean'], p['ci95'], signed=True):>26s}" for p in paired)
                 )
+    lines.append(f"(paired differences over objects x seeds: {scores['vs_baseline']['pairs']} pairs per row)")
     for name, value in floors.items():
         lines.append(f"{'floor':12s} {name:12s} {value:26.4f}")
     return "\n".join(lines)

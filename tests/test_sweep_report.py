@@ -34,7 +34,8 @@ def _run(jf_per_object, ven=None, diagnostics=None):
     def scores(values):
         return {"J&F-Mean": float(np.mean(list(values.values()))), "per_object": values}
 
-    run = {"trained": scores(jf_per_object), "diagnostics": diagnostics or {}}
+    floors = {"copy": scores({"v_1": 0.5, "v_2": 0.5}), "lab": scores({"v_1": 0.1, "v_2": 0.2})}
+    run = {"trained": scores(jf_per_object), "floors": floors, "diagnostics": diagnostics or {}}
     if ven is not None:
         run["trained_ven"] = scores(ven)
     return run
@@ -57,6 +58,10 @@ def test_summarise_reports_means_intervals_differences_and_diagnostics(tmp_path)
     assert versus["pairs"] == 4 and versus["mean"] == pytest.approx(0.15)
     assert versus["ci95"][1] - 0.15 == pytest.approx(3.182446 * 0.1 / 2, abs=1e-6)
     assert motion["trained_ven"]["vs_baseline"]["mean"] == pytest.approx((-0.1 - 0.1 - 0.1 - 0.1) / 4)
+    # Against the floors, object by object: copy (0.5, 0.5), lab (0.1, 0.2) in both seeds.
+    assert motion["trained"]["vs_floors"]["copy"]["mean"] == pytest.approx((0.1 + 0.1 + 0.2 + 0.2) / 4)
+    assert motion["trained"]["vs_floors"]["lab"]["mean"] == pytest.approx((0.5 + 0.4 + 0.6 + 0.5) / 4)
+    assert motion["trained"]["vs_floors"]["lab"]["pairs"] == 4
     assert "trained_ven" not in summary["baseline"]
     assert summary["baseline"]["trained"]["vs_baseline"]["mean"] == 0.0
     assert motion["diagnostics"] == {
@@ -64,7 +69,7 @@ def test_summarise_reports_means_intervals_differences_and_diagnostics(tmp_path)
                        "per_seed": [0.1, 0.3]}
     }  # fmt: skip
     table = sweep_report.format_table(summary, {"copy": 0.3, "lab": 0.2}, "baseline")
-    assert "motion       trained_ven" in table and "+0.1500" in table and "copy" in table
+    assert "motion       trained_ven" in table and "+0.1500" in table and "vs copy floor" in table
     sweep_report.write_chart(str(tmp_path / "chart.png"), summary, {"copy": 0.3, "lab": 0.2}, "test")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="baseline row"):

@@ -7,13 +7,16 @@ import numpy as np
 
 
 def jsonable(tree):
-    """Nested dicts/lists of numbers and strings, with arrays as lists and NaN as None (valid JSON)."""
+    """Nested dicts/lists of numbers, booleans and strings, with arrays as lists, integers kept
+    integers and NaN as None (valid JSON)."""
     if isinstance(tree, dict):
         return {key: jsonable(value) for key, value in tree.items()}
     if isinstance(tree, (list, tuple, np.ndarray)):
         return [jsonable(value) for value in np.asarray(tree, dtype=object).tolist()]
-    if tree is None or isinstance(tree, str):
-        return tree
+    if tree is None or isinstance(tree, (str, bool, np.bool_)):
+        return tree if not isinstance(tree, np.bool_) else bool(tree)
+    if isinstance(tree, (int, np.integer)):
+        return int(tree)
     value = float(tree)
     return None if math.isnan(value) else value
 
