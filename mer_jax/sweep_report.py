@@ -136,7 +136,7 @@ def write_chart(path: str, summary: Mapping[str, Mapping], floors: Mapping[str, 
     from matplotlib import pyplot
 
     rows = list(summary)
-    figure, axes = pyplot.subplots(figsize=(1.6 * len(rows) + 2.5, 4.0))
+    figure, axes = pyplot.subplots(figsize=(max(1.6 * len(rows) + 2.5, 6.5), 4.0))
     width = 0.38
     for offset, name in zip((-width / 2, width / 2), PATHS):
         xs, means, errors = [], [], [[], []]
@@ -155,7 +155,7 @@ def write_chart(path: str, summary: Mapping[str, Mapping], floors: Mapping[str, 
         axes.axhline(value, color="black", linestyle=style, linewidth=1, label=f"{floor} floor")
     axes.set_xticks(range(len(rows)), rows)
     axes.set_ylabel("held-out J&F-Mean")
-    axes.set_title(title)
+    axes.set_title(title, fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
