@@ -28,7 +28,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.encoder.stage_widths = (16, 32, 64, 64)
     config.model.reconstruction.radius = 4
     config.model.value_map.window = 4
-    config.model.sampler.radius_max = 6
     config.memory.bank_frames = 256
     config.memory.bank_pixels = 32
     config.memory.num_negatives = 512
@@ -41,7 +40,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.image_size = 128
         config.model.reconstruction.radius = 6
         config.model.value_map.window = 8
-        config.model.sampler.radius_max = 8
         config.evals.synthetic.num_videos = 32
     elif arg == "debug":
         ytvos.shrink_for_tests(config)

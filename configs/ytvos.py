@@ -63,8 +63,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.use_weight_map = True
     config.model.use_pos_neg = True
     config.model.flow = ml_collections.ConfigDict()
-    config.model.flow.encoding = "color"
-    config.model.flow.alpha_init = 0.1
+    # Ours (docs/method.md, 'Flow fusion'): flow as two input channels of its own at a fixed scale
+    # (motion of model.flow.scale of the image side per flow gap encodes as 1). The paper's
+    # reading is encoding='color' (added to the colour channels, normalised per image) with
+    # alpha_init=0.1.
+    config.model.flow.encoding = "channels"
+    config.model.flow.alpha_init = 1.0
+    config.model.flow.scale = 0.02
     # The potential value map of the VEN and of the weight map (use_ven or use_weight_map).
     config.model.value_map = ml_collections.ConfigDict()
     config.model.value_map.window = 8
@@ -75,6 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.ven.query_chunk = 1024
     config.model.ven.radius = config_dict.placeholder(int)  # None: global attention over the pooled refs.
     config.model.ven.dropkey_rate = 0.1
+    # Ours (docs/method.md, 'Value Extraction Network'): the output projection starts at zero, so
+    # the VEN starts as the identity and the encoder keeps carrying the matching.
+    config.model.ven.zero_init_out = True
     config.model.sampler = ml_collections.ConfigDict()
     config.model.sampler.num_clusters = 5
     config.model.sampler.kmeans_iters = 10
@@ -84,8 +92,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.sampler.expand = 1.5
     config.model.sampler.radius_min = 2
     config.model.sampler.radius_max = 12
+    # Ours (docs/method.md, 'Multi-cluster sampler'): radius_min/max are the paper's, for the 64x64
+    # feature grid of 256x256 frames, and scale with the grid's shorter side (0: feature
+    # pixels as given); regions grow on centred features (each frame's mean feature subtracted).
+    config.model.sampler.grid_reference = 64
+    config.model.sampler.center_features = True
     config.model.reconstruction = ml_collections.ConfigDict()
-    config.model.reconstruction.radius = 6  # Without the sampler; with it, model.sampler.radius_max.
+    config.model.reconstruction.radius = 6  # Without the sampler; with it, the sampler's scaled radius_max.
     config.model.reconstruction.temperature = 1.0
     config.model.reconstruction.ref_fusion = "joint"
     config.model.reconstruction.tile = 8
@@ -94,7 +107,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.loss_scale = 30.0
     config.loss.loss_channels = "dropped"
     config.loss.gamma_ramp_steps = config_dict.placeholder(int)  # None: the whole run.
+    # Ours (docs/method.md): with use_ven, the reconstruction with the encoder's own target features
+    # as query is added with this weight, so the features evaluated without the VEN are trained
+    # for matching (0: only the VEN-refined query reconstructs, the paper's reading).
+    config.loss.encoder_recon_weight = 1.0
     config.loss.lambda_pn = 0.1
+    # lambda_pn rises linearly from 0 over this many steps (0: the full weight from the start).
+    config.loss.pn_warmup_steps = 0
+    # The positives of the joint softmax: 'window' (every pixel of the local windows: ours) or
+    # 'best' (the window pixel of highest affinity: the paper's single positive).
+    config.loss.pn_positive = "window"
     config.loss.pn_recon_weight = 1.0
     # Ours (docs/decisions.md): the positive/negative softmax on L2-normalised features at this
     # temperature; the paper's reading is pn_normalize=False, pn_temperature=1.0 (raw features).
@@ -152,6 +174,7 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> None:
     config.model.sampler.num_clusters = 3
     config.model.sampler.kmeans_iters = 3
     config.model.sampler.radius_max = 3
+    config.model.sampler.grid_reference = 0  # Radii 2..3 on the 8x8 grid.
     config.memory.bank_frames = 8
     config.memory.bank_pixels = 4
     config.memory.num_negatives = 16

@@ -4,7 +4,8 @@
       --flow_root=FLOWDIR --data_dir=TFDS_DIR [--image_size=256] [--skip_bad] [--workers=N]
 
 `--dataset=davis` takes DAVIS `JPEGImages/480p` (the 2017 train split by default),
-`--dataset=folder` any folder of frame folders and/or MP4/AVI files. Flow comes from
+`--dataset=folder` any folder of frame folders and/or MP4/AVI files. `--frames_root=A,B` pools the
+videos of several folders into one dataset (names must be unique across them). Flow comes from
 `python -m data_prep.compute_flow --output=FLOWDIR` run on the same frames root; without
 `--flow_root` it is computed here with OpenCV DIS. The format is described in
 `mer_jax/data/video_dataset.py`; the dataset is written to TFDS_DIR/<name>/1.0.0 (`--name`, default
@@ -22,7 +23,7 @@ import os
 import re
 import shutil
 import time
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ from absl import app, flags
 
 from data_prep import compute_flow, video_builder
 from mer_jax.data import flow as flow_lib
-from mer_jax.data import resize, video_dataset, video_files
+from mer_jax.data import resize, video_files
 
 
 class BuildOptions(NamedTuple):
@@ -123,7 +124,7 @@ def prepared_videos(
 
 def build(
     dataset: str,
-    frames_root: str,
+    frames_root: str | Sequence[str],
     data_dir: str,
     *,
     flow_root: str | None = None,
@@ -138,6 +139,8 @@ def build(
     overwrite: bool = False,
 ) -> tuple[str, list[str]]:
     """Builds the dataset; returns (its folder, messages of the videos skipped).
+
+    `frames_root` is one folder or several whose videos are pooled (`video_files.list_videos`).
 
     Raises:
       video_files.BadVideoError: without skip_bad, the first bad video.
@@ -161,13 +164,13 @@ def build(
         shutil.rmtree(target)
     options = BuildOptions(flow_root, flow_gap, image_size, min_frames, jpeg_quality)
     metadata = dict(dataset=dataset, flow_gap=flow_gap, image_size=image_size, jpeg_quality=jpeg_quality)
-    builder = video_builder.make_builder(name, prepared_videos(entries, options, workers, skip_bad), metadata, data_dir)
     try:
-        builder.download_and_prepare()
+        return video_builder.write_dataset(
+            name, prepared_videos(entries, options, workers, skip_bad), metadata, data_dir
+        )
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)  # TFDS leaves its incomplete.* folder behind.
+        shutil.rmtree(target, ignore_errors=True)  # Nothing half-written is left behind.
         raise
-    return video_dataset.dataset_dir(data_dir, name), list(builder.info.metadata["skipped"])
 
 
 def main(argv: list[str]) -> None:
@@ -189,7 +192,7 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     flags.DEFINE_enum("dataset", None, list(video_files.DATASETS), "Layout of --frames_root.")
-    flags.DEFINE_string("frames_root", None, "Folder of the videos (see the module docstring).")
+    flags.DEFINE_list("frames_root", None, "Folder of the videos, or several comma-separated (pooled).")
     flags.DEFINE_string("data_dir", None, "TFDS data dir to write the dataset into (config.data.data_dir).")
     flags.DEFINE_string("flow_root", None, "Flow files from data_prep.compute_flow; unset: computed here (DIS).")
     flags.DEFINE_string("name", None, "Dataset name (config.data.name); default: the --dataset value.")

@@ -4,9 +4,11 @@
       [--workers=N]
 
 `frames_root` holds one folder of frames per video (YouTube-VOS `train_all_frames/JPEGImages`,
-DAVIS `JPEGImages/480p`, ...) and/or MP4/AVI files. For every video this writes
+DAVIS `JPEGImages/480p`, ...) and/or MP4/AVI files; `--frames_root=A,B` takes the videos of
+several such folders (names must be unique across them). For every video this writes
 `FLOWDIR/<video>.npz` with `flow` float16 [T, h, w, 2] (frame t to frame t - flow_gap, pixels of
-the frames it was computed on, (dx, dy); zero for t < flow_gap; OpenCV DIS,
+the frames it was computed on, (dx, dy); for t < flow_gap minus the flow to frame t + flow_gap;
+OpenCV DIS,
 `mer_jax.data.flow.dis_flow`), `frames` (the frame file names; `00000`, `00001`, ... for a
 video file), `flow_gap` and `frame_size` (the videos' own [H, W]). By default flow is computed at
 the frames' own size (h, w = H, W), as the method does (docs/method.md, 'Flow fusion').
@@ -32,7 +34,7 @@ import sys
 import threading
 import time
 import zipfile
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import tqdm
@@ -134,8 +136,11 @@ def _end_with_parent(parent_pid: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid, _ORPHAN_POLL_SECONDS), daemon=True).start()
 
 
-def compute_all(frames_root: str, output: str, flow_gap: int, workers: int, flow_size: int = 0) -> list[str]:
-    """Flow for every video of frames_root (in `workers` processes), with a progress bar."""
+def compute_all(
+    frames_root: str | Sequence[str], output: str, flow_gap: int, workers: int, flow_size: int = 0
+) -> list[str]:
+    """Flow for every video of frames_root (one folder or several, `video_files.list_videos`), in
+    `workers` processes, with a progress bar."""
     if flow_gap < 1 or flow_size < 0:
         raise ValueError(f"need --flow_gap >= 1 and --flow_size >= 0, got {flow_gap} and {flow_size}")
     videos = video_files.list_videos(frames_root)
@@ -167,7 +172,9 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("frames_root", None, "Folder with one folder of frames (or one MP4/AVI file) per video.")
+    flags.DEFINE_list(
+        "frames_root", None, "Folder of frame folders and/or MP4/AVI files, one per video; several comma-separated."
+    )
     flags.DEFINE_string("output", None, "Where to write <video>.npz flow files.")
     flags.DEFINE_integer("flow_gap", 1, "Flow of frame t points to frame t - flow_gap.")
     flags.DEFINE_integer("flow_size", 0, "Compute flow on frames resized to this square size; 0: their own size.")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 REF_FUSIONS = ("joint", "median")
+POSITIVES = ("window", "best")  # The positives of `local_reconstruct_with_negatives`.
 WINDOWS = ("square", "disk")
 # Logit of a masked (out-of-window, out-of-image or left-out) entry: its softmax weight is exactly 0.
 MASKED_LOGIT = -1e30
@@ -212,7 +213,7 @@ class PositiveNegative(NamedTuple):
 
     positive: jax.Array  # [B, H, W, V] reconstruction from the local windows only
     joint: jax.Array  # [B, H, W, V] reconstruction with the negatives in the softmax
-    log_positive_mass: jax.Array  # [B, H, W] log of the softmax mass on the local windows
+    log_positive_mass: jax.Array  # [B, H, W] log of the softmax mass on the positives
 
 
 def local_reconstruct_with_negatives(
@@ -227,34 +228,41 @@ def local_reconstruct_with_negatives(
     temperature: float,
     tile: int,
     pixel_radius: jax.Array | None = None,
+    positive: str = "window",
 ) -> PositiveNegative:
-    """Joint softmax over each pixel's local windows (positives) and a set of negatives.
+    """Joint softmax over each pixel's local windows and a set of negatives.
 
     Args:
       query, keys, values, radius, temperature, tile, pixel_radius: as `local_reconstruct`.
       negative_keys: [B, M, C] negatives of each target frame (other videos' pixels).
       negative_values: [B, M, V] their values.
       negative_valid: [B, M] bool; invalid negatives are left out of the softmax.
+      positive: which entries of the joint softmax are positives: 'window' (every pixel of the
+        local windows) or 'best' (the single window pixel of highest affinity, the paper's
+        reading of one positive per query).
 
     Returns:
       PositiveNegative: the positive-only reconstruction (equal to `local_reconstruct`), the
       joint one, and the log probability mass on the positives.
     """
+    if positive not in POSITIVES:
+        raise ValueError(f"positive must be one of {POSITIVES}, got {positive!r}")
     logits, v = _local_logits(query, keys, values, radius, temperature, tile, pixel_radius)
-    positive = logits.reshape(*logits.shape[:4], -1)  # [B, nTy, nTx, Q, R*K]
+    positive_logits = logits.reshape(*logits.shape[:4], -1)  # [B, nTy, nTx, Q, R*K]
     q = tile_queries(query, tile)
     negative = jnp.einsum("byxqc,bmc->byxqm", q, negative_keys) / temperature
     negative = jnp.where(negative_valid[:, None, None, None, :], negative, MASKED_LOGIT)
-    lse_positive = jax.nn.logsumexp(positive, axis=-1, keepdims=True)
+    lse_positive = jax.nn.logsumexp(positive_logits, axis=-1, keepdims=True)
     lse_joint = jnp.logaddexp(lse_positive, jax.nn.logsumexp(negative, axis=-1, keepdims=True))
     v = v.reshape(*v.shape[:3], -1, v.shape[-1])
-    positive_recon = jnp.einsum("byxqk,byxkv->byxqv", jnp.exp(positive - lse_positive), v)
-    joint_recon = jnp.einsum("byxqk,byxkv->byxqv", jnp.exp(positive - lse_joint), v) + jnp.einsum(
+    positive_recon = jnp.einsum("byxqk,byxkv->byxqv", jnp.exp(positive_logits - lse_positive), v)
+    joint_recon = jnp.einsum("byxqk,byxkv->byxqv", jnp.exp(positive_logits - lse_joint), v) + jnp.einsum(
         "byxqm,bmv->byxqv", jnp.exp(negative - lse_joint), negative_values
     )
     h, w = query.shape[1:3]
+    top = lse_positive if positive == "window" else jnp.max(positive_logits, axis=-1, keepdims=True)
     return PositiveNegative(
         untile_queries(positive_recon, h, w, tile),
         untile_queries(joint_recon, h, w, tile),
-        untile_queries(lse_positive - lse_joint, h, w, tile)[..., 0],
+        untile_queries(top - lse_joint, h, w, tile)[..., 0],
     )

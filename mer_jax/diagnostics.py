@@ -161,6 +161,13 @@ def feature_collapse(features: jax.Array) -> jax.Array:
     return jnp.mean(cosine)
 
 
+def addition_ratio(refined: jax.Array, features: jax.Array) -> jax.Array:
+    """Mean over pixels of |refined - features| / |features| (L2 over channels, [P, h, w, C] each):
+    how large the VEN's addition is next to the feature it refines (0 at a zero-initialised VEN)."""
+    added = jnp.linalg.norm(refined - features, axis=-1)
+    return jnp.mean(added / jnp.maximum(jnp.linalg.norm(features, axis=-1), 1e-12))
+
+
 def _heldout_error(obj: objective.Objective, target: jax.Array, prediction: jax.Array) -> jax.Array:
     """The objective's mean error of a reconstruction [P, h, w, 3] against the clean target
     [P, H, W, 3], on all three channels (no channel was dropped)."""
@@ -211,6 +218,7 @@ def compute(
     }
     if obj.model.use_ven:
         scalars["heldout_recon_ven"] = error(obj.reconstruct(out.query, refs, ref_colours, local))
+        scalars["ven_addition_ratio"] = addition_ratio(out.query, target)
     if obj.model.use_flow:
         scalars["flow_alpha"] = params["flow_fusion"]["alpha"]
     if obj.model.use_ven or obj.value_map is not None:

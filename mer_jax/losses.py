@@ -47,6 +47,15 @@ def gamma_ramp(step: jax.Array, ramp_steps: int) -> jax.Array:
     return jnp.clip(step / max(ramp_steps, 1), 0.0, 1.0)
 
 
+def warmup_factor(step: jax.Array, warmup_steps: int) -> jax.Array:
+    """min(step / warmup_steps, 1), rising linearly from 0 at step 0; 1 throughout for warmup_steps=0."""
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if warmup_steps == 0:
+        return jnp.ones((), jnp.float32)
+    return jnp.clip(step / warmup_steps, 0.0, 1.0).astype(jnp.float32)
+
+
 def weight_map(value_map: jax.Array, size: tuple[int, int], gamma: jax.Array) -> jax.Array:
     """w = max(W, gamma), W the value map upsampled (bilinear) and min-max normalised per frame.
 

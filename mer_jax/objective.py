@@ -10,7 +10,9 @@ A clip is `num_refs` reference frames followed by one target frame. The stages:
   4. `weight map`: the error weighted by the value map (`model.use_weight_map`), else a mean;
   5. `positive/negative term`: the joint softmax with memory-bank negatives
      (`model.use_pos_neg`), and the bank's update;
-  6. `total`: reconstruction + lambda_pn * positive/negative term.
+  6. `total`: reconstruction + encoder_recon_weight * the reconstruction with the encoder's own
+     target features as query (`model.use_ven` only) + lambda_pn * positive/negative term, lambda_pn
+     warmed up linearly from 0 over `loss.pn_warmup_steps`.
 The stages are methods, which `diagnostics` also runs on its held-out probe.
 """
 
@@ -65,8 +67,8 @@ class Objective:
       model: the `MER` network.
       lab_mean, lab_std: Lab normalisation (config.data).
       reconstruction: config.model.reconstruction (radius, temperature, tile, ref_fusion).
-      loss: config.loss (loss_scale, loss_channels, gamma_ramp_steps, lambda_pn, pn_recon_weight,
-        pn_normalize, pn_temperature).
+      loss: config.loss (loss_scale, loss_channels, gamma_ramp_steps, encoder_recon_weight,
+        lambda_pn, pn_warmup_steps, pn_positive, pn_recon_weight, pn_normalize, pn_temperature).
       sampler: config.model.sampler (`sampler.pixel_radii` arguments), or None without the sampler.
       value_map: config.model.value_map (window, beta) for the weight map, or None for a plain mean.
       memory: config.memory (bank_frames, bank_pixels, num_negatives), or None without the
@@ -106,11 +108,14 @@ class Objective:
         """Stage 2: (window radius, per-pixel radii [B, h, w] int32 or None for the fixed window).
 
         Without the sampler the window is model.reconstruction.radius; with it, every pixel's
-        radius is at most model.sampler.radius_max, which bounds the window.
+        radius is at most the sampler's upper limit on this grid (`sampler.radius_limits`), which
+        bounds the window.
         """
         if self.sampler is None:
             return self.reconstruction["radius"], None
-        return self.sampler["radius_max"], sampler.pixel_radii(target_features, **self.sampler).radius
+        limits = [self.sampler[key] for key in ("radius_min", "radius_max", "grid_reference")]
+        _, window = sampler.radius_limits(*limits, *target_features.shape[1:3])
+        return window, sampler.pixel_radii(target_features, **self.sampler).radius
 
     def reference_colours(self, clean: jax.Array) -> jax.Array:
         """The references' clean colours at the feature stride: [B, N, H, W, 3] -> [B, N-1, h, w, 3]."""
@@ -204,12 +209,24 @@ class Objective:
         errors = self.reconstruction_error(prediction, clean[:, -1], dropped)
         recon_loss = self.weighted_error(errors, feats.out, step)
         # recon_error, the unweighted mean error, is comparable across switches and training time.
-        parts = {"loss_recon": recon_loss, "loss_pn": jnp.zeros(()), "recon_error": jnp.mean(errors)}
+        parts = {
+            "loss_recon": recon_loss,
+            "loss_recon_encoder": jnp.zeros(()),
+            "loss_pn": jnp.zeros(()),
+            "recon_error": jnp.mean(errors),
+        }
         total, new_bank = recon_loss, bank
+        if self.model.use_ven and self.loss["encoder_recon_weight"] > 0:
+            # Without the VEN the query is the encoder's own features: this term would repeat the first.
+            encoder_prediction = self.reconstruct(feats.out.features[:, -1], refs, ref_colours, local)
+            encoder_errors = self.reconstruction_error(encoder_prediction, clean[:, -1], dropped)
+            parts["loss_recon_encoder"] = self.weighted_error(encoder_errors, feats.out, step)
+            total = total + self.loss["encoder_recon_weight"] * parts["loss_recon_encoder"]
         if pos_neg is not None:
             joint_error = jnp.mean(self.reconstruction_error(pos_neg.joint, clean[:, -1], dropped))
             pn_loss = losses.positive_mass_loss(pos_neg.log_positive_mass) + self.loss["pn_recon_weight"] * joint_error
-            total = total + self.loss["lambda_pn"] * pn_loss
+            lambda_pn = self.loss["lambda_pn"] * losses.warmup_factor(step, self.loss["pn_warmup_steps"])
+            total = total + lambda_pn * pn_loss
             parts["loss_pn"] = pn_loss
             new_bank = memory_bank.enqueue(
                 bank, enqueue_rng, refs[:, 0].reshape(refs.shape[0], -1, refs.shape[-1]),
@@ -227,7 +244,8 @@ class Objective:
         local: dict,
     ) -> correspondence.PositiveNegative:
         """Stage 5: the reconstruction with `memory.num_negatives` bank negatives in the softmax, on
-        L2-normalised features with `loss.pn_normalize`, at `loss.pn_temperature`."""
+        L2-normalised features with `loss.pn_normalize`, at `loss.pn_temperature`, with the
+        positives `loss.pn_positive` ('window' or 'best')."""
         negatives = memory_bank.sample_negatives(bank, rng, video_id, self.memory["num_negatives"])
         query, keys, negative_keys = out.query, out.features[:, :-1], negatives.keys
         if self.loss["pn_normalize"]:
@@ -235,7 +253,7 @@ class Objective:
         reconstruct = _maybe_remat(correspondence.local_reconstruct_with_negatives, self.remat)
         return reconstruct(
             query, keys, ref_colours, negative_keys, negatives.values, negatives.valid,
-            temperature=self.loss["pn_temperature"], **local,
+            temperature=self.loss["pn_temperature"], positive=self.loss["pn_positive"], **local,
         )  # fmt: skip
 
 

@@ -227,6 +227,26 @@ def grow_regions(
     return labels
 
 
+def radius_limits(radius_min: int, radius_max: int, grid_reference: int, height: int, width: int) -> tuple[int, int]:
+    """The radius limits on an h x w feature grid, in feature pixels.
+
+    With `grid_reference` 0 the limits are taken as given. Otherwise they are meant for a
+    grid_reference x grid_reference grid (the paper's 2..12 for the 64x64 grid of 256x256 frames)
+    and scale with the grid's shorter side: lo = max(1, round(radius_min * s)), hi = max(lo,
+    round(radius_max * s)), s = min(h, w) / grid_reference, rounding half to even.
+
+    Returns:
+      (lo, hi) Python ints; hi is the caller's window radius.
+    """
+    if grid_reference < 0:
+        raise ValueError(f"grid_reference must be a grid side, or 0 for limits in feature pixels; got {grid_reference}")
+    if grid_reference == 0:
+        return radius_min, radius_max
+    scale = min(height, width) / grid_reference
+    low = max(1, round(radius_min * scale))
+    return low, max(low, round(radius_max * scale))
+
+
 def pixel_radii(
     features: jax.Array,
     *,
@@ -238,13 +258,18 @@ def pixel_radii(
     expand: float = 1.5,
     radius_min: int = 2,
     radius_max: int = 12,
+    grid_reference: int = 0,
+    center_features: bool = False,
 ) -> SamplerOutput:
     """The Multi-Cluster Sampler: per-pixel window radii for a target frame.
 
-    k-means on `cluster_features(features, cluster_xy_weight)` gives r0 (`base_radius`) and the
-    centroids whose feature part seeds `grow_regions`. Pixels inside a grown region get
-    round(r0 * shrink), the others round(r0 * expand), both clipped to [radius_min, radius_max];
-    rounding is half-to-even (`jnp.round`). Nothing here is differentiated.
+    With `center_features`, each frame's mean feature is first subtracted from its features, so
+    that the cosines below compare what sets pixels apart rather than the component all of them
+    share. k-means on `cluster_features(features, cluster_xy_weight)` gives r0 (`base_radius`)
+    and the centroids whose feature part seeds `grow_regions`. Pixels inside a grown region get
+    round(r0 * shrink), the others round(r0 * expand), both clipped to the limits
+    `radius_limits(radius_min, radius_max, grid_reference, h, w)`; rounding is half-to-even
+    (`jnp.round`). Nothing here is differentiated.
 
     Args:
       features: [B, h, w, C] target features (any scale; normalised internally).
@@ -255,14 +280,20 @@ def pixel_radii(
       grow_threshold: cosine a pixel must exceed to join a region.
       shrink: r0 factor inside grown regions.
       expand: r0 factor outside them.
-      radius_min: lower clip of r0 and of the radii.
-      radius_max: upper clip of r0 and of the radii (the caller's window radius).
+      radius_min: lower clip of r0 and of the radii (before scaling).
+      radius_max: upper clip of r0 and of the radii (before scaling; after it, the caller's window
+        radius).
+      grid_reference: the grid side the limits are meant for, or 0 for limits in feature pixels.
+      center_features: subtract each frame's mean feature first.
 
     Returns:
       SamplerOutput with radius [B, h, w] int32, base_radius [B] float32, regions [B, h, w] int32.
     """
     features = jax.lax.stop_gradient(features)
     _, h, w, c = features.shape
+    radius_min, radius_max = radius_limits(radius_min, radius_max, grid_reference, h, w)
+    if center_features:
+        features = features - features.mean(axis=(1, 2), keepdims=True)
     clusters = kmeans(cluster_features(features, cluster_xy_weight), num_clusters, kmeans_iters)
     r0 = base_radius(clusters.assignment, num_clusters, h, w, radius_min, radius_max)
     regions = grow_regions(features, clusters.centroids[..., :c], grow_threshold)

@@ -57,6 +57,7 @@ Batch = dict[str, jax.Array]
 class TrainMetrics(clu_metrics.Collection):
     loss: clu_metrics.Average.from_output("loss")
     loss_recon: clu_metrics.Average.from_output("loss_recon")
+    loss_recon_encoder: clu_metrics.Average.from_output("loss_recon_encoder")
     loss_pn: clu_metrics.Average.from_output("loss_pn")
     recon_error: clu_metrics.Average.from_output("recon_error")
     grad_norm: clu_metrics.Average.from_output("grad_norm")

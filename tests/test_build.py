@@ -1,4 +1,5 @@
-"""data_prep.build: datasets written from generated videos read back exactly; bad data is named."""
+"""data_prep.build: datasets written from generated videos read back exactly; bad data is named;
+training from a built dataset (configs/real.py:debug) with DAVIS evaluation."""
 
 import json
 import os
@@ -10,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from configs import ytvos
-from data_prep import build, compute_flow
+from configs import real
+from data_prep import build, compute_flow, video_builder
 from mer_jax import input_pipeline, train
 from mer_jax.data import resize, sources, synthetic_video, video_dataset, video_files
-from tests import fake_data
+from tests import fake_data, test_train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -228,17 +229,45 @@ def test_too_short_videos_are_named_before_training(tmp_path):
                                   frame_gaps=(2, 3), gap_probs=(0.5, 0.5), clips_per_video=1, prefetch=1)  # fmt: skip
 
 
-def test_training_runs_from_a_built_dataset(tmp_path):
+def copy_floor_j_mean(davis):
+    """Mean over objects of the Jaccard of each frame 1..T-2 with the first mask held still (empty
+    union: 1), as the official semi-supervised scoring defines J."""
+    values = []
+    for video in davis.values():
+        for k in range(1, int(video.masks[0].max()) + 1):
+            first = video.masks[0] == k
+            per_frame = []
+            for truth in video.masks[1:-1] == k:
+                union = (truth | first).sum()
+                per_frame.append(1.0 if union == 0 else (truth & first).sum() / union)
+            values.append(np.mean(per_frame))
+    return float(np.mean(values))
+
+
+def test_training_runs_from_a_built_dataset_and_scores_davis_with_both_floors(tmp_path, capsys):
+    """configs/real.py:debug: trains from a dataset built from clips, then the DAVIS J&F of the
+    trained encoder, its VEN path and both floors reach TensorBoard; the copy floor's J-Mean is a
+    plain-NumPy Jaccard of the first masks held still."""
     for i in range(4):
         write_video(tmp_path, f"video_{i}", clip(40 + i, num_frames=12, height=40, width=48))
-    build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
-                image_size=32, workers=2)  # fmt: skip
-    config = ytvos.get_config("debug")
-    config.data.source = "tfds"
+    build.build("folder", str(tmp_path / "frames"), str(tmp_path / "tfds"), flow_root=str(tmp_path / "flow"),
+                name="real_clips", image_size=32, workers=2)  # fmt: skip
+    davis = fake_data.davis_tree(str(tmp_path / "DAVIS"), num_sequences=2, num_frames=6)
+    config = real.get_config("debug")
     config.data.data_dir = str(tmp_path / "tfds")
-    config.num_train_steps = 3
+    config.evals.davis.davis_root = str(tmp_path / "DAVIS")
+    config.evals.davis.at_end = True
     state = train.train_and_evaluate(config, str(tmp_path / "work"))
-    assert int(state.step) == 3
+    assert int(state.step) == 2
+    scalars = test_train.read_scalars(str(tmp_path / "work"))
+    for path in ("trained", "trained_ven", "floors/copy", "floors/lab"):
+        value = scalars[f"davis/{path}/J_F-Mean"][2]  # TensorBoard writes "&" as "_".
+        report = json.loads((tmp_path / "work" / "eval_davis" / path / "results.json").read_text())
+        assert 0.0 <= value <= 1.0 and value == pytest.approx(report["J&F-Mean"], rel=1e-6)
+    assert scalars["davis/floors/copy/J-Mean"][2] == pytest.approx(copy_floor_j_mean(davis), rel=1e-6)
+    assert scalars["davis/floors/copy/J-Mean"][2] < 1.0  # The first sequence's objects move.
+    table = capsys.readouterr().out
+    assert all(row in table for row in ("trained", "trained_ven", "copy floor", "lab floor"))
     loader = input_pipeline.ClipLoader(
         sources.make_source(config.data, config.seed), global_batch=4, process_index=0, process_count=1,
         seed=0, num_refs=2, frame_gaps=(2, 3, 5), gap_probs=(0.4, 0.4, 0.2), clips_per_video=1, prefetch=1,
@@ -247,3 +276,42 @@ def test_training_runs_from_a_built_dataset(tmp_path):
     batch = loader.load(0)
     assert batch["frames"].shape == (4, 3, 32, 32, 3) and batch["flow"].shape == (4, 3, 32, 32, 2)
     np.testing.assert_array_equal(sorted(batch["video_id"]), [0, 1, 2, 3])
+
+
+def test_several_frames_roots_build_one_dataset_and_name_collisions(tmp_path):
+    """`--frames_root=A,B` pools both folders (frame folders and video files, other files ignored)
+    for compute_flow and build; a name in both is refused naming both paths."""
+    write_video(tmp_path, "in_a", clip(50, num_frames=6), frames_root="a")
+    write_video(tmp_path, "in_b", clip(51, num_frames=6), frames_root="b")
+    (tmp_path / "b" / "README.md").write_text("not a video")
+    roots = f"{tmp_path / 'a'},{tmp_path / 'b'}"
+    for command in (
+        ["data_prep.compute_flow", f"--frames_root={roots}", f"--output={tmp_path / 'flow2'}", "--workers=1"],
+        ["data_prep.build", "--dataset=folder", "--name=pooled", f"--frames_root={roots}",
+         f"--flow_root={tmp_path / 'flow2'}", f"--data_dir={tmp_path / 'tfds'}", "--image_size=16", "--workers=1"],
+    ):  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", *command], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "flow2")) == ["in_a.npz", "in_b.npz"]
+    source = video_dataset.TfdsSource(str(tmp_path / "tfds"), "pooled", image_size=16, flow_gap=1)
+    assert [source.name(v) for v in range(len(source))] == ["in_a", "in_b"]
+    write_video(tmp_path, "in_a", clip(52, num_frames=6), frames_root="b")
+    with pytest.raises(ValueError, match=r"two videos are named 'in_a': .*a.in_a and .*b.in_a"):
+        video_files.list_videos([str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_examples_stream_into_several_shards_read_back_in_order(tmp_path, monkeypatch):
+    """A dataset bigger than a shard is split over several array_record files (never held in
+    memory whole, no TensorFlow); reading crosses shard boundaries in video and frame order."""
+    clips = {f"video_{i}": clip(60 + i, num_frames=6) for i in range(3)}
+    for name, c in clips.items():
+        write_video(tmp_path, name, c)
+    arguments = dict(flow_root=str(tmp_path / "flow"), image_size=16)
+    build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "one"), **arguments)
+    monkeypatch.setattr(video_builder, "SHARD_BYTES", 4000)  # About 4 frames a shard.
+    path, _ = build.build("ytvos", str(tmp_path / "frames"), str(tmp_path / "many"), **arguments)
+    assert len([f for f in os.listdir(path) if ".array_record-" in f]) >= 4
+    one, many = (video_dataset.TfdsSource(str(tmp_path / d), "ytvos", 16, 1) for d in ("one", "many"))
+    for video in range(3):
+        for a, b in zip(one.read(video, np.arange(6), True), many.read(video, np.arange(6), True)):
+            np.testing.assert_array_equal(a, b)

@@ -23,16 +23,18 @@ def write_clip(root, name, clip):
         fake_data.write_jpeg(os.path.join(root, name, f"{t:05d}.jpg"), frame)
 
 
-def end_point_error(flow, clip, gap):
+def end_point_error(flow, clip, gap, first=False):
     """Mean EPE of flow [T - gap, H, W, 2] against clip.flow[gap:] (flow to `gap` frames earlier),
-    over pixels whose surface is visible in both frames, away from mask edges and the border."""
+    over pixels whose surface is visible in both frames, away from mask edges and the border.
+    `first`: flow [gap, H, W, 2] against clip.flow[:gap] (minus the flow to `gap` frames later)."""
     errors = []
-    for i, t in enumerate(range(gap, len(clip.frames))):
+    for i, t in enumerate(range(gap) if first else range(gap, len(clip.frames))):
         h, w = clip.masks[t].shape
         ys, xs = np.mgrid[0:h, 0:w]
-        ty = np.clip(np.round(ys + clip.flow[t, ..., 1]).astype(int), 0, h - 1)
-        tx = np.clip(np.round(xs + clip.flow[t, ..., 0]).astype(int), 0, w - 1)
-        visible = clip.masks[t] == clip.masks[t - gap][ty, tx]
+        source, sign = (t + gap, -1.0) if first else (t - gap, 1.0)
+        ty = np.clip(np.round(ys + sign * clip.flow[t, ..., 1]).astype(int), 0, h - 1)
+        tx = np.clip(np.round(xs + sign * clip.flow[t, ..., 0]).astype(int), 0, w - 1)
+        visible = clip.masks[t] == clip.masks[source][ty, tx]
         edges = cv2.dilate(cv2.Canny(clip.masks[t] * 40, 1, 1), np.ones((5, 5), np.uint8)) > 0
         keep = visible & ~edges
         keep[:4], keep[-4:], keep[:, :4], keep[:, -4:] = False, False, False, False
@@ -48,8 +50,11 @@ def test_dis_flow_of_a_generated_clip_is_accurate(tmp_path):
     paths = compute_flow.compute_all(str(tmp_path / "frames"), str(tmp_path / "flow"), flow_gap=3, workers=1)
     flow, names, frame_size = compute_flow.load_flow(paths[0])
     assert flow.shape == (6, 128, 128, 2) and names == [f"{t:05d}.jpg" for t in range(6)] and frame_size == (128, 128)
-    np.testing.assert_array_equal(flow[:3], 0.0)
     dis_error, zero_error = end_point_error(flow[3:], clip, 3), end_point_error(np.zeros_like(flow[3:]), clip, 3)
+    assert dis_error < 1.0 and dis_error < 0.5 * zero_error, (dis_error, zero_error)
+    # The first 3 frames have no frame 3 earlier: minus their flow to frame t + 3.
+    dis_error = end_point_error(flow[:3], clip, 3, first=True)
+    zero_error = end_point_error(np.zeros_like(flow[:3]), clip, 3, first=True)
     assert dis_error < 1.0 and dis_error < 0.5 * zero_error, (dis_error, zero_error)
 
 

@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import propagation, ytvos
+from configs import propagation, real, ytvos
 from configs.table4 import ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,8 +19,9 @@ VARIANTS = {
     "jhmdb.py": [None],
     "ytvos_val.py": [None],
     "table4.py": [None, "demo", "camouflage", "debug"],
+    "real.py": [None, "cpu", "debug"],
 }
-TRAINING = {"ytvos.py", "demo.py"}
+TRAINING = {"ytvos.py", "demo.py", "real.py"}
 
 
 def flat_keys(config, prefix=""):
@@ -36,9 +37,13 @@ def flat_keys(config, prefix=""):
 REFERENCE_KEYS = flat_keys(ytvos.get_config())
 # Configs on the embedded videos also evaluate on held-out procedural videos.
 SYNTHETIC_EVAL_KEYS = {f"evals.synthetic.{key}" for key in flat_keys(ytvos.synthetic_eval())}
+# Configs on real video evaluate on DAVIS.
+DAVIS_EVAL_KEYS = {f"evals.davis.{key}" for key in flat_keys(real.davis_eval())}
 
 
 def training_keys(name, variant):
+    if name == "real.py":
+        return REFERENCE_KEYS | DAVIS_EVAL_KEYS
     on_embedded_videos = name == "demo.py" or (name == "table4.py" and variant in ("demo", "camouflage", "debug"))
     return REFERENCE_KEYS | (SYNTHETIC_EVAL_KEYS if on_embedded_videos else set())
 
@@ -66,7 +71,8 @@ def test_config_loads_with_the_reference_keys(name, variant):
     flag_values(["train", f"--config={path}"])
     config = flag_values.config
     if name == "table4.py":
-        sweep_keys = {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]} | {"sweep.only", "sweep.seeds", "sweep.baseline"}
+        sweep_keys = {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]}
+        sweep_keys |= {"sweep.only", "sweep.seeds", "sweep.baseline"}
         assert flat_keys(config) == training_keys(name, variant) | sweep_keys
     elif name in TRAINING:
         assert flat_keys(config) == training_keys(name, variant)
@@ -93,7 +99,34 @@ def test_paper_hyper_parameters():
     assert (config.model.sampler.num_clusters, config.model.sampler.grow_threshold) == (5, 0.45)
     assert (config.model.value_map.beta, config.model.ven.num_heads, config.model.value_map.window) == (0.6, 4, 8)
     assert (config.memory.bank_frames, config.memory.num_negatives, config.memory.bank_pixels) == (3250, 4096, 256)
-    assert (config.loss.lambda_pn, config.model.flow.alpha_init, config.model.ven.dropkey_rate) == (0.1, 0.1, 0.1)
+    assert (config.loss.lambda_pn, config.model.ven.dropkey_rate) == (0.1, 0.1)
+    assert (config.model.sampler.radius_min, config.model.sampler.radius_max) == (2, 12)
+    # Ours where issue 12's audit found the paper's reading failing (docs/method.md).
+    assert (config.model.flow.encoding, config.model.flow.alpha_init, config.model.flow.scale) == (
+        "channels",
+        1.0,
+        0.02,
+    )
+    assert config.model.ven.zero_init_out and config.loss.encoder_recon_weight == 1.0
+    assert config.model.sampler.center_features and config.model.sampler.grid_reference == 64
+
+
+def test_real_video_variants_keep_the_contract():
+    default, cpu = real.get_config(), real.get_config("cpu")
+    for config in (default, cpu):
+        assert (config.data.source, config.data.name) == ("tfds", "real_clips")
+        davis = config.evals.davis
+        assert davis.davis_root is None and davis.at_end and davis.preset == "mer"
+        # Full MER, every module field as configs/ytvos.py unless set for size.
+        assert all(config.model[s] for s in ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg"))
+    assert (default.data.image_size, default.batch_size, default.compute_dtype) == (256, 32, "bfloat16")
+    assert default.num_train_steps >= 3000 and default.evals.davis.every_steps == 1000
+    assert default.model.to_dict() == ytvos.get_config().model.to_dict()
+    assert (default.evals.davis.year, default.evals.davis.subset) == ("2017", "val")
+    assert cpu.data.image_size <= 96 and cpu.batch_size <= 8 and cpu.compute_dtype == "float32"
+    assert (cpu.evals.davis.year, cpu.evals.davis.subset) == ("2016", "sample")  # The local DAVIS-2016 sample.
+    with pytest.raises(ValueError, match="unknown variant"):
+        real.get_config("gpu")
 
 
 def test_propagation_presets_of_the_spec():
@@ -130,3 +163,14 @@ def test_unset_evaluation_fields_are_set_from_the_command_line(name, overrides):
     assert config.presets.mer.topk == 5
     unset = {"checkpoint", "output", "sequences", "davis_root", "jhmdb_root", "ytvos_root"} - set(overrides)
     assert all(config[key] is None for key in unset & set(config))
+
+
+def test_real_davis_fields_are_set_from_the_command_line():
+    argv = ["train", f"--config={os.path.join(REPO, 'configs', 'real.py')}:cpu",
+            "--config.evals.davis.davis_root=PATH/DAVIS", "--config.evals.davis.sequences=a,b",
+            "--config.data.data_dir=TFDS_DIR"]  # fmt: skip
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=flag_values, lock_config=True, sys_argv=argv)
+    flag_values(argv)
+    davis = flag_values.config.evals.davis
+    assert (davis.davis_root, davis.sequences, flag_values.config.data.data_dir) == ("PATH/DAVIS", "a,b", "TFDS_DIR")

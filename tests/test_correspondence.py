@@ -170,6 +170,9 @@ def test_reconstruction_with_negatives_matches_a_dense_softmax():
     out = correspondence.local_reconstruct_with_negatives(
         query, keys, values, neg_keys, neg_values, neg_valid, radius=1, temperature=0.5, tile=4
     )
+    best = correspondence.local_reconstruct_with_negatives(
+        query, keys, values, neg_keys, neg_values, neg_valid, radius=1, temperature=0.5, tile=4, positive="best"
+    )
     yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     pos = np.stack([yy.ravel(), xx.ravel()], -1)
     window = np.abs(pos[:, None] - pos[None]).max(-1) <= 1
@@ -187,8 +190,19 @@ def test_reconstruction_with_negatives_matches_a_dense_softmax():
         np.testing.assert_allclose(np.asarray(out.joint[i]).reshape(-1, 3), weights @ all_values, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(np.asarray(out.positive[i]).reshape(-1, 3), positive, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(np.asarray(out.log_positive_mass[i]).ravel(), np.log(mass), rtol=1e-4, atol=1e-5)
+        # 'best': the probability of the single window pixel of highest affinity.
+        best_weight = np.take_along_axis(weights, np.argmax(local, -1)[:, None], -1)[:, 0]
+        np.testing.assert_allclose(
+            np.asarray(best.log_positive_mass[i]).ravel(), np.log(best_weight), rtol=1e-4, atol=1e-5
+        )
+        assert (best_weight < mass - 1e-3).all()
     plain = correspondence.local_reconstruct(query, keys, values, radius=1, temperature=0.5, tile=4)
     np.testing.assert_allclose(np.asarray(out.positive), np.asarray(plain), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(best.joint), np.asarray(out.joint))  # Only the loss's positives differ.
+    with pytest.raises(ValueError, match="positive must be one of"):
+        correspondence.local_reconstruct_with_negatives(
+            query, keys, values, neg_keys, neg_values, neg_valid, radius=1, temperature=0.5, tile=4, positive="all"
+        )
 
 
 def test_no_valid_negatives_means_no_positive_negative_loss():

@@ -21,6 +21,7 @@ ALL_KEYS = ALWAYS | {
     "flow_alpha",
     "value_map_auc",
     "heldout_recon_ven",
+    "ven_addition_ratio",
     "sampler_object_coverage",
     "sampler_background_coverage",
     "sampler_radius_object",
@@ -131,8 +132,12 @@ def diagnose(config, state):
     bank without pos/neg, the model, host copies of its variables)."""
     model = train_state.build_model(config)
     used = {"encoder"} | {name for switch, name in MODULE_PARAMS.items() if config.model[switch]}
+    params = {name: tree for name, tree in state.params.items() if name in used}
+    if not config.model.use_flow:  # The stem without the two flow channels ('channels' encoding).
+        stem = params["encoder"]["Conv_0"]
+        params["encoder"] = {**params["encoder"], "Conv_0": {**stem, "kernel": stem["kernel"][:, :, :3]}}
     state = state.replace(
-        params={name: tree for name, tree in state.params.items() if name in used},
+        params=params,
         memory_bank=state.memory_bank if config.model.use_pos_neg else None,
     )
     prober = diagnostics.Prober(objective.from_config(config, model, config.num_train_steps), config)
@@ -218,6 +223,7 @@ def test_debug_model_has_exactly_its_modules_keys(switched_on, initial_state):
     assert 0 < got["feature_collapse"] <= 1 and got["heldout_recon_copy"] > 0
     if switched_on:
         assert got["flow_alpha"] == pytest.approx(config.model.flow.alpha_init)
+        assert got["ven_addition_ratio"] == 0.0  # A zero-initialised VEN is the identity.
         assert got["pn_positive_mass"] == pytest.approx(1.0)  # An empty bank: only positives.
         assert 0 <= got["value_map_auc"] <= 1 and got["weight_map_ratio"] > 0
         for part in ("object", "background"):
@@ -230,3 +236,11 @@ def test_write_json_replaces_the_file(tmp_path):
     diagnostics.write_json(str(tmp_path), 4, {"a": 0.25, "b": 1.0})
     assert json.loads((tmp_path / "diagnostics.json").read_text()) == {"step": 4, "a": 0.25, "b": 1.0}
     assert [p.name for p in tmp_path.iterdir()] == ["diagnostics.json"]
+
+
+def test_addition_ratio_hand_case():
+    features = np.zeros((1, 1, 2, 2), np.float32)
+    features[0, 0, 0] = [3.0, 4.0]  # |f| = 5
+    features[0, 0, 1] = [1.0, 0.0]  # |f| = 1
+    refined = features + np.array([[[[0.0, 1.0], [2.0, 0.0]]]], np.float32)  # additions of norm 1 and 2
+    assert float(diagnostics.addition_ratio(refined, features)) == pytest.approx((1 / 5 + 2 / 1) / 2)

@@ -120,6 +120,31 @@ def test_fusion_adds_alpha_times_encoded_flow(encoding):
     np.testing.assert_allclose(np.asarray(out), np.asarray(frames) + 0.7 * encoded, atol=1e-5)
 
 
+def test_channels_encoding_hand_case():
+    """'channels': two more input channels alpha * (dx / W, dy / H) / scale; colour untouched."""
+    frames, _ = _frames_and_flow(shape=(1, 5, 7))  # H = 5, W = 7
+    frames = frames.at[..., 1].set(0.0)  # A channel zeroed by channel dropout.
+    flow = jnp.broadcast_to(jnp.asarray([1.4, -0.5], jnp.float32), (1, 5, 7, 2))
+    model = flow_fusion.FlowFusion(encoding="channels", lab_mean=LAB_MEAN, lab_std=LAB_STD, alpha_init=0.5, scale=0.02)
+    params = model.init(jax.random.PRNGKey(0), frames, flow)["params"]
+    assert set(params) == {"alpha"}
+    out = np.asarray(model.apply({"params": params}, frames, flow))
+    assert out.shape == (1, 5, 7, 5)
+    np.testing.assert_array_equal(out[..., :3], np.asarray(frames))  # The dropped channel stays zero.
+    np.testing.assert_allclose(out[..., 3], 0.5 * 1.4 / 7 / 0.02, rtol=1e-5)  # = 5.0
+    np.testing.assert_allclose(out[..., 4], 0.5 * -0.5 / 5 / 0.02, rtol=1e-5)  # = -2.5
+    # A fixed scale: the same relative motion at twice the size encodes the same, whatever else the
+    # image holds; the opposite motion encodes to the opposite values.
+    big = model.apply(
+        {"params": params}, jnp.zeros((1, 10, 14, 3)), jnp.broadcast_to(2 * flow[:, :1, :1], (1, 10, 14, 2))
+    )
+    np.testing.assert_allclose(np.asarray(big)[..., 3:], np.broadcast_to(out[:, :1, :1, 3:], (1, 10, 14, 2)), rtol=1e-5)
+    reverse = np.asarray(model.apply({"params": params}, frames, -flow))
+    np.testing.assert_allclose(reverse[..., 3:], -out[..., 3:], rtol=1e-6)
+    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, frames, flow)))(params)
+    assert float(grads["alpha"]) == pytest.approx(35 * (1.4 / 7 - 0.5 / 5) / 0.02, rel=1e-4)
+
+
 @pytest.mark.parametrize("encoding", ["color", "conv"])
 def test_gradient_reaches_alpha(encoding):
     frames, flow = _frames_and_flow(1)

@@ -61,3 +61,11 @@ def test_weight_map_normalises_and_floors():
     want = (0.3 * 0 + 0.3 * 1 + 0.5 * 2 + 1.0 * 3) / (0.3 + 0.3 + 0.5 + 1.0)
     np.testing.assert_allclose(float(losses.weighted_mean(errors, weights)), want, rtol=1e-6)
     assert np.all(np.asarray(losses.weight_map(value_map, (2, 2), jnp.float32(1.0))) == 1.0)  # late training
+
+
+def test_warmup_factor_rises_linearly_then_stays_at_one():
+    for step, want in ((0, 0.0), (5, 0.5), (10, 1.0), (25, 1.0)):
+        assert float(losses.warmup_factor(jnp.int32(step), 10)) == pytest.approx(want)
+    assert float(losses.warmup_factor(jnp.int32(0), 0)) == 1.0  # No warm-up: the full weight at once.
+    with pytest.raises(ValueError, match="warmup_steps"):
+        losses.warmup_factor(jnp.int32(0), -1)

@@ -23,13 +23,16 @@ def model_and_inputs(use_flow, use_ven):
 
 def test_flow_is_fused_before_the_encoder_and_the_ven_refines_the_target():
     config, model, variables, frames, flow = model_and_inputs(use_flow=True, use_ven=True)
-    out = model.apply(variables, frames, flow)
     params, stats = variables["params"], variables["batch_stats"]
+    kernel = params["ven"]["out"]["kernel"]  # Zero-initialised: a random one, so the VEN shows.
+    params["ven"]["out"]["kernel"] = jax.random.normal(jax.random.PRNGKey(5), kernel.shape)
+    variables = {**variables, "params": params}
+    out = model.apply(variables, frames, flow)
     fused = flow_fusion.FlowFusion(
         **config.model.flow, lab_mean=config.data.lab_mean, lab_std=config.data.lab_std
     ).apply({"params": params["flow_fusion"]}, frames, flow)
     features = encoder.Encoder(**config.model.encoder).apply(
-        {"params": params["encoder"], "batch_stats": stats["encoder"]}, fused.reshape(6, 32, 32, 3)
+        {"params": params["encoder"], "batch_stats": stats["encoder"]}, fused.reshape(6, 32, 32, 5)
     )
     np.testing.assert_allclose(np.asarray(out.features), np.asarray(features).reshape(out.features.shape), atol=1e-6)
     refined = ven.ValueExtractionNetwork(**config.model.ven, **config.model.value_map).apply(

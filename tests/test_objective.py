@@ -1,6 +1,7 @@
 """The training objective: each stage's wiring against a separate computation, every switch
 combination, and the inference path reading the features the objective trained."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -97,6 +98,12 @@ def test_lambda_pn_scales_the_positive_negative_term():
     np.testing.assert_allclose(float(totals[0.0]), recon, rtol=1e-6)
     np.testing.assert_allclose(float(totals[0.5]), recon + 0.5 * pn, rtol=1e-5)
     np.testing.assert_allclose(float(totals[2.0]), recon + 2.0 * pn, rtol=1e-5)
+    # Warmed up over 10 steps, lambda_pn = 2.0 weighs 1.0 at step 5 and 2.0 from step 10 on.
+    warm = dataclasses.replace(obj, loss={**obj.loss, "pn_warmup_steps": 10})
+    for step, weight in ((0, 0.0), (5, 1.0), (12, 2.0)):
+        total, aux = loss_of(warm, state, batch, step=step)
+        np.testing.assert_allclose(float(total), recon + weight * pn, rtol=1e-5)
+        np.testing.assert_allclose(float(aux.parts["loss_pn"]), pn, rtol=1e-6)
 
 
 def test_the_ven_refined_query_is_the_one_that_reconstructs():
@@ -114,6 +121,25 @@ def test_the_ven_refined_query_is_the_one_that_reconstructs():
     unrefined = recon_error(obj, clean, dropped, out.features[:, -1], out.features[:, :-1], **local)
     np.testing.assert_allclose(float(aux.parts["recon_error"]), refined, rtol=1e-5)
     assert abs(refined - unrefined) > 1e-4 * refined  # 10x the tolerance of the match above
+
+
+def test_encoder_recon_weight_adds_the_encoders_own_reconstruction():
+    config = config_with(use_ven=True)
+    config.model.reconstruction.temperature = 0.01
+    obj, state, batch = setup(config)
+    params = jax.tree.map(lambda x: x, state.params)
+    kernel = params["ven"]["out"]["kernel"]  # refined != encoder features, so the two terms differ.
+    params["ven"]["out"]["kernel"] = 3.0 * jax.random.normal(jax.random.PRNGKey(7), kernel.shape)
+    clean, dropped, out = stage_one(obj, state, batch, params=params)
+    local = dict(radius=config.model.reconstruction.radius, ref_fusion="joint")
+    refined = recon_error(obj, clean, dropped, out.query, out.features[:, :-1], **local)
+    encoder = recon_error(obj, clean, dropped, out.features[:, -1], out.features[:, :-1], **local)
+    assert abs(refined - encoder) > 1e-3 * refined
+    for weight in (0.0, 2.0):
+        weighted = dataclasses.replace(obj, loss={**obj.loss, "encoder_recon_weight": weight})
+        total, aux = loss_of(weighted, state, batch, params=params)
+        np.testing.assert_allclose(float(total), refined + weight * encoder, rtol=1e-5)
+        np.testing.assert_allclose(float(aux.parts["loss_recon_encoder"]), encoder if weight else 0.0, rtol=1e-5)
 
 
 def test_the_sampler_radii_reach_the_affinity_mask():

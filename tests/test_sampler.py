@@ -284,3 +284,51 @@ def test_jitted_sampler_shapes_and_range():
     out = jax.jit(sampler.pixel_radii)(features)
     assert out.radius.shape == out.regions.shape == (2, 16, 16) and out.base_radius.shape == (2,)
     assert ((out.radius >= 2) & (out.radius <= 12)).all()
+
+
+@pytest.mark.parametrize(
+    "reference,height,width,want",
+    [
+        (0, 16, 16, (2, 12)),  # Feature pixels as given.
+        (64, 64, 64, (2, 12)),  # The paper's grid.
+        (64, 16, 16, (1, 3)),  # round(0.5) = 0 -> at least 1; round(3) = 3.
+        (64, 32, 40, (1, 6)),  # The shorter side sets the scale.
+        (64, 120, 214, (4, 22)),  # 480p DAVIS: round(3.75) = 4, round(22.5) = 22 (half to even).
+    ],
+)
+def test_radius_limits_scale_with_the_grid(reference, height, width, want):
+    assert sampler.radius_limits(2, 12, reference, height, width) == want
+
+
+def test_negative_grid_reference_is_an_error():
+    with pytest.raises(ValueError, match="grid_reference must be"):
+        sampler.radius_limits(2, 12, -64, 16, 16)
+
+
+def shared_component_blobs(seed, b=2, h=10, w=10, c=6):
+    """Planted blobs on noise, plus one large component every pixel shares (as raw features have)."""
+    features, _ = planted_blobs(seed, b=b, h=h, w=w, c=c)
+    common = np.random.default_rng(seed + 100).normal(size=c)
+    return (features + 6.0 * common / np.linalg.norm(common)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_centred_region_growing_matches_numpy_flood_fill(seed):
+    """pixel_radii(center_features=True): each frame's mean subtracted, then k-means and region
+    growing, all against NumPy references."""
+    features = shared_component_blobs(seed)
+    b, h, w, c = features.shape
+    args = dict(num_clusters=3, kmeans_iters=4, grow_threshold=0.45, cluster_xy_weight=1.0)
+    got = sampler.pixel_radii(features, **args, radius_min=1, radius_max=4, center_features=True)
+    centred = features.astype(np.float64) - features.mean(axis=(1, 2), keepdims=True)
+    unit = centred / np.linalg.norm(centred, axis=-1, keepdims=True)
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    xy = np.stack([xs, ys], -1).reshape(-1, 2) / (max(h, w) - 1)
+    points = np.concatenate([unit.reshape(b, h * w, c), np.broadcast_to(xy, (b, h * w, 2))], -1)
+    centroids, _ = lloyd_reference(points, init_reference(points, 3), 4)
+    want = grow_reference(centred, centroids[..., :c], 0.45, h + w)
+    np.testing.assert_array_equal(np.asarray(got.regions), want)
+    # The shared component makes every cosine high: uncentred, the regions flood the frame.
+    flooded = sampler.pixel_radii(features, **args, radius_min=1, radius_max=4, center_features=False)
+    assert (np.asarray(flooded.regions) >= 0).mean() > 0.95
+    assert (want >= 0).mean() < 0.9

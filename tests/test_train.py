@@ -124,7 +124,7 @@ def test_non_finite_loss_stops_naming_the_step(tmp_path):
 def finite_loss_nan_gradient(params, batch_stats, batch, rng, step, bank):
     """A finite loss whose gradient is NaN: 0 * sqrt(|w|) at w = 0."""
     loss = jnp.sum((params["w"] - 1.0) ** 2) + 0.0 * jnp.sum(jnp.sqrt(jnp.abs(params["w"])))
-    parts = {"loss_recon": loss, "loss_pn": jnp.zeros(()), "recon_error": loss}
+    parts = {"loss_recon": loss, "loss_recon_encoder": jnp.zeros(()), "loss_pn": jnp.zeros(()), "recon_error": loss}
     return loss, objective.LossOutput(batch_stats, bank, parts)
 
 

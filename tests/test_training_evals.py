@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import propagation as propagation_config
-from mer_jax import export, feature_maps
+from configs import real
+from mer_jax import export, feature_maps, train
 from mer_jax.data import synthetic_video
 from mer_jax.evaluation import features, protocol, training_evals, vos
 from mer_jax.models import encoder as encoder_lib
@@ -103,7 +104,7 @@ def test_davis_evaluator_scores_trained_and_lab_into_the_workdir(tmp_path):
     fake_data.davis_tree(str(tmp_path / "DAVIS"), num_sequences=1, num_frames=5)
     evaluator = training_evals.EVALUATORS["davis"](
         davis_root=str(tmp_path / "DAVIS"), year="2017", subset="val", sequences=None, preset="crw",
-        presets=small_presets(), lab_temperature=0.05, feature_batch=2,
+        presets=small_presets(), lab_temperature=0.05, feature_batch=2, score_ven=True,
     )  # fmt: skip
     model = stand_in_model()
     scalars = evaluator.run(model, str(tmp_path / "work"))
@@ -115,3 +116,10 @@ def test_davis_evaluator_scores_trained_and_lab_into_the_workdir(tmp_path):
     (tmp_path / "work" / "eval_davis" / "floors" / "lab" / "results.json").unlink()
     assert evaluator.run(model, str(tmp_path / "work")) == scalars  # The floors are computed once.
     assert not (tmp_path / "work" / "eval_davis" / "floors" / "lab" / "results.json").exists()
+
+
+def test_davis_evaluator_without_a_root_stops_training_before_it_starts(tmp_path):
+    config = real.get_config("debug")  # davis_root unset.
+    with pytest.raises(ValueError, match="pass --config.evals.davis.davis_root=PATH/DAVIS"):
+        train.train_and_evaluate(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()  # Before the workdir, the data or the model.

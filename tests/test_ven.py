@@ -134,7 +134,9 @@ def test_value_map_scores_the_moving_object_high(beta, static_range):
 # ---------------------------------------------------------------------------------------------
 # Value Extraction Network
 # ---------------------------------------------------------------------------------------------
-VEN_ARGS = dict(num_heads=2, kv_pool=2, window=4, beta=0.6, dropkey_rate=0.3)
+# A random output projection, so that the attention shows in the output (the default zero one is
+# tested in test_zero_initialised_ven_starts_as_the_identity).
+VEN_ARGS = dict(num_heads=2, kv_pool=2, window=4, beta=0.6, dropkey_rate=0.3, zero_init_out=False)
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +214,24 @@ def test_ven_matches_numpy_reference(ven_setup, radius):
     want_features, want_value = _np_ven(params, target, refs, heads=2, pool=2, radius=radius, window=4, beta=0.6)
     np.testing.assert_allclose(np.asarray(out.value_map), want_value, atol=1e-5)
     np.testing.assert_allclose(np.asarray(out.features), want_features, atol=1e-4)
+
+
+def test_zero_initialised_ven_starts_as_the_identity(ven_setup):
+    """With the default zero output projection, f~_t = f_t exactly at initialisation, and the loss
+    still has a gradient on W_o (the attention's output), so the VEN can grow from there."""
+    target, refs, _ = ven_setup
+    model = ven.ValueExtractionNetwork(query_chunk=16, **{**VEN_ARGS, "zero_init_out": True})
+    params = model.init(jax.random.PRNGKey(0), target, refs, train=False)["params"]
+    np.testing.assert_array_equal(np.asarray(params["out"]["kernel"]), 0.0)
+    out = model.apply({"params": params}, target, refs, train=False)
+    np.testing.assert_array_equal(np.asarray(out.features), np.asarray(target))
+
+    def loss(p):
+        return jnp.sum(model.apply({"params": p}, target, refs, train=False).features ** 2)
+
+    grads = jax.grad(loss)(params)
+    assert float(jnp.abs(grads["out"]["kernel"]).max()) > 1e-3
+    np.testing.assert_array_equal(np.asarray(grads["query"]["kernel"]), 0.0)  # Behind W_o = 0.
 
 
 def test_ven_radius_restricts_attention(ven_setup):

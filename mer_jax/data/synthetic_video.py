@@ -19,6 +19,8 @@ from typing import Callable, NamedTuple
 import cv2
 import numpy as np
 
+from mer_jax.data import flow as flow_lib
+
 _TEXTURE_KINDS = ("stripes", "blobs", "checker", "speckle")
 _PALETTE_SIZE = 3
 _TEXTURE_PAD = 4  # Margin (image px) so sampling never reads past a texture's content.
@@ -37,7 +39,8 @@ class SyntheticVideo(NamedTuple):
       masks: [T, H, W] uint8 instance ids of the topmost visible layer: 0 background, 1..K objects
         (a larger id is nearer the camera).
       flow: [T, H, W, 2] float32 (dx, dy) in pixels: for pixel x of frame t, the position in frame
-        max(t - flow_gap, 0) of the same surface point, minus x. flow[0] is all zeros.
+        t - flow_gap of the same surface point, minus x; for t < flow_gap, minus that displacement
+        to frame min(t + flow_gap, T - 1) (`flow.flow_source`: the motion at constant velocity).
     """
 
     frames: np.ndarray
@@ -276,7 +279,7 @@ def generate_video(
       height: H >= 1.
       width: W >= 1.
       num_objects: K in [0, 255] moving objects on top of the background.
-      flow_gap: g >= 1; flow[t] points into frame max(t - g, 0).
+      flow_gap: g >= 1; flow[t] points into frame t - g (negated flow to t + g for t < g).
       lighting: whether to apply smooth illumination changes over time (after texturing).
       kind: 'easy' (small objects whose texture kind differs from the background's: one frame separates
         them) or 'camouflage' (large objects textured like the background, circling at 2-4 px/frame per
@@ -308,7 +311,7 @@ def generate_video(
     masks = np.zeros((num_frames, height, width), np.uint8)
     flow = np.zeros((num_frames, height, width, 2), np.float32)
     for t in range(num_frames):
-        source = max(t - flow_gap, 0)
+        source, sign = flow_lib.flow_source(t, flow_gap, num_frames)
         image = np.zeros((height, width, 3), np.float32)
         for layer_id, layer in enumerate(layers):
             cos_t, sin_t = np.cos(layer.angles[t]), np.sin(layer.angles[t])
@@ -333,8 +336,12 @@ def generate_video(
             masks[t][inside] = layer_id
             if source != t:
                 cos_s, sin_s = np.cos(layer.angles[source]), np.sin(layer.angles[source])
-                flow[t, inside, 0] = (cos_s * canon_x - sin_s * canon_y + layer.centres[source, 0] - cols)[inside]
-                flow[t, inside, 1] = (sin_s * canon_x + cos_s * canon_y + layer.centres[source, 1] - rows)[inside]
+                flow[t, inside, 0] = (
+                    sign * (cos_s * canon_x - sin_s * canon_y + layer.centres[source, 0] - cols)[inside]
+                )
+                flow[t, inside, 1] = (
+                    sign * (sin_s * canon_x + cos_s * canon_y + layer.centres[source, 1] - rows)[inside]
+                )
         if illumination is not None:
             image *= illumination[t][..., None]
         frames[t] = np.clip(np.rint(image), 0, 255)

@@ -1,10 +1,10 @@
-"""Finding and decoding the videos under a frames root: folders of frames or MP4/AVI files.
+"""Finding and decoding the videos under one or more frames roots: folders of frames or MP4/AVI files.
 
 Every error names the video and the file, so a user can find and fix (or skip) it.
 """
 
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -32,21 +32,8 @@ def _davis_split_file(frames_root: str) -> str:
     return os.path.join(davis_root, "ImageSets", "2017", "train.txt")
 
 
-def list_videos(frames_root: str, dataset: str = "folder", video_list: str | None = None) -> list[VideoEntry]:
-    """The videos of a frames root, sorted by name.
-
-    Args:
-      frames_root: `ytvos`: YouTube-VOS `train_all_frames/JPEGImages` (one frame folder per
-        video); `davis`: DAVIS `JPEGImages/480p`; `folder`: frame folders and/or video files.
-      dataset: one of DATASETS.
-      video_list: a text file of video names to keep (one per line). For `davis` it defaults to
-        the 2017 train split, `ImageSets/2017/train.txt` beside `JPEGImages`.
-
-    Raises:
-      FileNotFoundError: frames_root, the list, or a listed video is missing, or nothing is found.
-    """
-    if dataset not in DATASETS:
-        raise ValueError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
+def _scan_root(frames_root: str, dataset: str) -> dict[str, VideoEntry]:
+    """{name: entry} of the frame folders (and, for `folder`, video files) directly in frames_root."""
     if not os.path.isdir(frames_root):
         raise FileNotFoundError(f"--frames_root {frames_root} is not a folder of videos")
     entries = {}
@@ -59,20 +46,64 @@ def list_videos(frames_root: str, dataset: str = "folder", video_list: str | Non
             if stem in entries:
                 raise ValueError(f"two videos are named {stem!r} in {frames_root}: rename one")
             entries[stem] = VideoEntry(stem, path)
-    if dataset == "davis" and video_list is None:
-        video_list = _davis_split_file(frames_root)
+    return entries
+
+
+def _keep_listed(entries: dict[str, VideoEntry], video_list: str, where: str) -> dict[str, VideoEntry]:
+    """The entries named in the file video_list (one name a line); all must exist."""
+    if not os.path.isfile(video_list):
+        raise FileNotFoundError(f"video list {video_list} does not exist (set --video_list)")
+    with open(video_list) as f:
+        wanted = [line.strip() for line in f if line.strip()]
+    missing = [name for name in wanted if name not in entries]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} videos of {video_list} are not in {where}: {missing[:5]}")
+    return {name: entries[name] for name in wanted}
+
+
+def list_videos(
+    frames_root: str | Sequence[str], dataset: str = "folder", video_list: str | None = None
+) -> list[VideoEntry]:
+    """The videos of one frames root, or of several pooled, sorted by name.
+
+    Args:
+      frames_root: a folder, or a sequence of folders whose videos are pooled (the command lines
+        take them comma-separated). `ytvos`: YouTube-VOS `train_all_frames/JPEGImages` (one
+        frame folder per video); `davis`: DAVIS `JPEGImages/480p`; `folder`: frame folders and/or
+        video files.
+      dataset: one of DATASETS.
+      video_list: a text file of video names to keep (one per line), over all the roots. For
+        `davis` each root defaults to its 2017 train split, `ImageSets/2017/train.txt` beside
+        `JPEGImages`.
+
+    Raises:
+      FileNotFoundError: a frames root, the list, or a listed video is missing, or nothing is found.
+      ValueError: two videos have the same name (in one root, or in two of them): names key the
+        flow files and the dataset.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
+    roots = [frames_root] if isinstance(frames_root, str) else list(frames_root)
+    if not roots:
+        raise ValueError("--frames_root names no folder")
+    entries: dict[str, VideoEntry] = {}
+    for root in roots:
+        found = _scan_root(root, dataset)
+        if dataset == "davis" and video_list is None:
+            found = _keep_listed(found, _davis_split_file(root), root)
+        for name, entry in found.items():
+            if name in entries:
+                raise ValueError(
+                    f"two videos are named {name!r}: {entries[name].path} and {entry.path}. Video names key the "
+                    "flow files and the dataset: rename one"
+                )
+            entries[name] = entry
     if video_list is not None:
-        if not os.path.isfile(video_list):
-            raise FileNotFoundError(f"video list {video_list} does not exist (set --video_list)")
-        with open(video_list) as f:
-            wanted = [line.strip() for line in f if line.strip()]
-        missing = [name for name in wanted if name not in entries]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} videos of {video_list} are not in {frames_root}: {missing[:5]}")
-        return [entries[name] for name in sorted(wanted)]
+        entries = _keep_listed(entries, video_list, ", ".join(roots))
     if not entries:
-        raise FileNotFoundError(f"no video folders{' or files' if dataset == 'folder' else ''} in {frames_root}")
-    return list(entries.values())
+        kind = "video folders" + (" or files" if dataset == "folder" else "")
+        raise FileNotFoundError(f"no {kind} in {', '.join(roots)}")
+    return [entries[name] for name in sorted(entries)]
 
 
 def _read_video_file(path: str) -> np.ndarray:

@@ -24,10 +24,12 @@ from mer_jax.evaluation import davis, features, floors, protocol, reports, synth
 from mer_jax.models import encoder as encoder_lib
 
 
-def _model_encoders(model: export.ExportedModel, feature_batch: int) -> dict[str, vos.FrameEncoder]:
-    """{"trained": encoder features, "trained_ven": VEN-refined queries (models with a VEN only)}."""
+def _model_encoders(
+    model: export.ExportedModel, feature_batch: int, score_ven: bool = True
+) -> dict[str, vos.FrameEncoder]:
+    """{"trained": encoder features, "trained_ven": VEN-refined queries (models with a VEN, with score_ven)}."""
     encoders = {"trained": features.TrainedEncoder(model, batch=feature_batch)}
-    if model.model.use_ven:
+    if model.model.use_ven and score_ven:
         encoders["trained_ven"] = features.TrainedEncoder(model, batch=feature_batch, use_ven=True)
     return encoders
 
@@ -111,11 +113,13 @@ class SyntheticEvaluator:
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "eval_results.json"), "w") as f:
                 json.dump(reports.jsonable(results), f, indent=2)
-            scores = [f"{name} {results[name]['J&F-Mean']:.4f}" for name in ("trained", "trained_ven") if name in results]
+            paths = [name for name in ("trained", "trained_ven") if name in results]
+            scores = [f"{name} {results[name]['J&F-Mean']:.4f}" for name in paths]
             scores += [f"{name} {self._floors[name]['J&F-Mean']:.4f}" for name in floors.FLOORS]
+            objects = results["floors"]["copy"]["objects"]
             print(
-                f"Held-out J&F-Mean ({len(videos)} {data.synthetic.kind} procedural videos, {results['floors']['copy']['objects']} "
-                f"objects, preset {self.preset_name}): " + ", ".join(scores)
+                f"Held-out J&F-Mean ({len(videos)} {data.synthetic.kind} procedural videos, {objects} objects, "
+                f"preset {self.preset_name}): " + ", ".join(scores)
             )
         return _flatten({key: value for key, value in results.items() if isinstance(value, Mapping)})
 
@@ -127,9 +131,13 @@ class DavisEvaluator:
     at each run, no overlays).
 
     Args:
-      davis_root, year, subset, sequences: as `davis.Evaluator`.
+      davis_root, year, subset, sequences: as `davis.Evaluator`; davis_root None is refused at
+        construction, naming the flag.
       preset, presets, lab_temperature, feature_batch: as `SyntheticEvaluator` (no radius check:
         DAVIS grids are large).
+      score_ven: also score the VEN-refined queries (`trained_ven`, models with a VEN). On a CPU
+        this path dominates at 480p: the VEN attends from every query to every pooled key of its
+        references (README, 'Training on real video').
     """
 
     def __init__(
@@ -143,7 +151,13 @@ class DavisEvaluator:
         presets: Mapping[str, Mapping[str, Any]],
         lab_temperature: float,
         feature_batch: int,
+        score_ven: bool,
     ):
+        if davis_root is None:  # Checked when train.py builds the evaluators: before training.
+            raise ValueError(
+                "config.evals.davis needs the DAVIS folder (JPEGImages/, Annotations/, ImageSets/): pass "
+                "--config.evals.davis.davis_root=PATH/DAVIS"
+            )
         if preset not in presets:
             raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
         self.evaluator = davis.Evaluator(
@@ -151,7 +165,7 @@ class DavisEvaluator:
         )
         self.preset = protocol.make_preset(presets[preset], "trained", lab_temperature)
         self.lab_preset = protocol.make_preset(presets[preset], "lab", lab_temperature)
-        self.feature_batch = feature_batch
+        self.feature_batch, self.score_ven = feature_batch, score_ven
         self._floors: dict[str, dict] | None = None
 
     def run(self, model: export.ExportedModel, workdir: str) -> dict[str, float]:
@@ -168,7 +182,7 @@ class DavisEvaluator:
             }
         results: dict[str, Any] = {
             name: self.evaluator.run(encoder, self.preset, os.path.join(output, name))
-            for name, encoder in _model_encoders(model, self.feature_batch).items()
+            for name, encoder in _model_encoders(model, self.feature_batch, self.score_ven).items()
         }
         results["floors"] = self._floors
         rows = {name: scores for name, scores in results.items() if name != "floors"}

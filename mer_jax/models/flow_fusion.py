@@ -1,7 +1,9 @@
 """Flow fusion (docs/method.md, 'Flow fusion'): optical flow superimposed on the input frames.
 
-`FlowFusion` computes O = I + alpha * G(F), G the Middlebury colour-wheel flow image in normalised
-Lab (`flow_to_color`) or a learnable 1x1 conv of the flow divided by the image size.
+`FlowFusion` either adds the encoded flow to the frames' three channels, O = I + alpha * G(F), G
+the Middlebury colour-wheel flow image in normalised Lab (`flow_to_color`, the paper's) or a
+learnable 1x1 conv of the flow divided by the image size, or appends it as two channels of its
+own at a fixed scale, O = [I, alpha * F / (scale * size)] ('channels', the default).
 """
 
 import flax.linen as nn
@@ -11,7 +13,7 @@ import numpy as np
 
 from mer_jax import color
 
-FLOW_ENCODINGS = ("color", "conv")
+FLOW_ENCODINGS = ("channels", "color", "conv")
 _FLOW_EPS = 1e-5
 _OUT_OF_RANGE_SCALE = 0.75  # Middlebury darkens flow beyond the maximum radius.
 # Colour-wheel segments of Baker et al. (2011): (number of hues, start RGB, end RGB).
@@ -77,42 +79,53 @@ def flow_to_color(flow: jax.Array, max_radius: float | None = None) -> jax.Array
 
 
 class FlowFusion(nn.Module):
-    """Fuses flow into the frames: O = I + alpha * G(F), alpha a learnable scalar param 'alpha'.
+    """Fuses flow into the frames, with alpha a learnable scalar param 'alpha'.
 
     Attributes:
-      encoding: 'color' (G = colour-wheel flow image converted to normalised Lab like a frame) or
-        'conv' (G = learnable bias-free 1x1 conv 2 -> 3, param 'flow_conv', of (dx / W, dy / H)).
+      encoding: 'channels' (O = [I, alpha * (dx / W, dy / H) / scale]: two more input channels,
+        so flow never mixes with a colour channel, keeps the same scale in every image and
+        direction, and a channel zeroed by channel dropout stays zero), 'color' (O = I + alpha *
+        the colour-wheel flow image converted to normalised Lab like a frame; its saturation is
+        normalised per image) or 'conv' (O = I + alpha * a learnable bias-free 1x1 conv 2 -> 3,
+        param 'flow_conv', of (dx / W, dy / H)).
       lab_mean: Lab normalisation mean of the frames, e.g. (50, 0, 0).
       lab_std: Lab normalisation std of the frames, e.g. (50, 127, 127).
       alpha_init: initial value of alpha.
+      scale: with 'channels', the motion (a fraction of the image side per flow gap) that encodes
+        as 1.
     """
 
     encoding: str
     lab_mean: tuple[float, ...]
     lab_std: tuple[float, ...]
     alpha_init: float = 0.1
+    scale: float = 0.02
 
     @nn.compact
     def __call__(self, frames: jax.Array, flow: jax.Array) -> jax.Array:
-        """Adds the encoded flow to the frames.
+        """Fuses the encoded flow into the frames.
 
         Args:
           frames: [B, H, W, 3] normalised Lab frames (any leading dims).
           flow: [B, H, W, 2] flow (dx, dy) in pixels, same leading dims as `frames`.
 
         Returns:
-          [B, H, W, 3] fused frames.
+          [B, H, W, 5] frames and flow channels ('channels'), else [B, H, W, 3] fused frames.
         """
         if self.encoding not in FLOW_ENCODINGS:
             raise ValueError(f"encoding must be one of {FLOW_ENCODINGS}, got {self.encoding!r}")
         if frames.ndim < 3 or frames.shape[-1] != 3 or flow.shape != (*frames.shape[:-1], 2):
             raise ValueError(f"need frames [..., H, W, 3] and flow [..., H, W, 2], got {frames.shape} and {flow.shape}")
+        if self.scale <= 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
         alpha = self.param("alpha", nn.initializers.constant(self.alpha_init), (), jnp.float32)
+        height, width = frames.shape[-3:-1]
+        relative = flow / jnp.asarray([width, height], flow.dtype)  # Fractions of the image side.
+        if self.encoding == "channels":
+            return jnp.concatenate([frames, (alpha * relative / self.scale).astype(frames.dtype)], axis=-1)
         if self.encoding == "color":
             encoded = color.normalize_lab(color.rgb_to_lab(flow_to_color(flow)), self.lab_mean, self.lab_std)
         else:
-            height, width = frames.shape[-3:-1]
-            scaled = flow / jnp.asarray([width, height], flow.dtype)
             # A 1x1 conv is a Dense layer on the channel axis.
-            encoded = nn.Dense(3, use_bias=False, name="flow_conv")(scaled)
+            encoded = nn.Dense(3, use_bias=False, name="flow_conv")(relative)
         return frames + alpha * encoded.astype(frames.dtype)

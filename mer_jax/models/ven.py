@@ -206,6 +206,8 @@ class ValueExtractionNetwork(nn.Module):
       dropkey_rate: DropKey probability in training (uses the 'dropkey' rng stream).
       window: window side of the value map.
       beta: weight of the same-place similarity in the value map.
+      zero_init_out: initialise the output projection W_o to zero, so the VEN starts as the
+        identity (f~_t = f_t) and its addition grows only as far as training finds it useful.
       dtype: computation dtype of the projections and attention products (e.g. bfloat16); the
         value map, attention softmax and the returned features are float32.
     """
@@ -217,6 +219,7 @@ class ValueExtractionNetwork(nn.Module):
     dropkey_rate: float = 0.1
     window: int = 8
     beta: float = 0.6
+    zero_init_out: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -272,5 +275,6 @@ class ValueExtractionNetwork(nn.Module):
             drop_rng=self.make_rng("dropkey") if use_dropkey else None,
             drop_rate=self.dropkey_rate,
         )
-        out = nn.Dense(c, dtype=self.dtype, name="out")(attended.reshape(batch, h, w, c))
+        out_init = nn.initializers.zeros if self.zero_init_out else nn.linear.default_kernel_init
+        out = nn.Dense(c, kernel_init=out_init, dtype=self.dtype, name="out")(attended.reshape(batch, h, w, c))
         return VENOutput((target + out).astype(jnp.float32), value_map)

@@ -1,0 +1,102 @@
+"""MER on real video: trains from a dataset `data_prep` builds from folders of video clips and scores
+DAVIS J&F (the trained encoder, its VEN-refined queries, and the copy and lab floors) during training.
+
+  python -m mer_jax.train --config=configs/real.py:cpu --workdir=DIR --config.data.data_dir=TFDS_DIR \
+      --config.evals.davis.davis_root=PATH/DAVIS [--config.evals.davis.sequences=a,b]
+
+The dataset is `real_clips` (README, 'Training on real video': `data_prep.compute_flow` and
+`data_prep.build --dataset=folder --name=real_clips --image_size=256`). Every MER module and
+hyper-parameter not set here is configs/ytvos.py's.
+
+Variants:
+  (default): the paper's model at 256x256, batch 32, bfloat16, 3,000 steps, for one GPU; DAVIS-2017
+    val with the `mer` preset every 1,000 steps and at the end.
+  `:cpu`: the narrow widths of configs/demo.py at 96x96, batch 8, on 2 CPU cores; the DAVIS-2016
+    sample (`ImageSets/2016/sample.txt`: 4 sequences, 230 frames) at 480p with the `mer` preset
+    at the end (a full DAVIS: --config.evals.davis.year=2017 --config.evals.davis.subset=val).
+  `:debug`: tiny, for tests (seconds on a CPU).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import propagation, ytvos
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = ytvos.get_config()
+    config.data.source = "tfds"
+    config.data.name = "real_clips"  # data_prep.build --name=real_clips
+    config.num_train_steps = 3000
+    config.compute_dtype = "bfloat16"
+    config.checkpoint_every_steps = 500
+    config.evals.davis = davis_eval()
+    config.evals.davis.every_steps = 1000
+    if arg == "cpu":
+        shrink_for_cpu(config)
+    elif arg == "debug":
+        ytvos.shrink_for_tests(config)
+        config.data.source = "tfds"  # Tests build a tiny dataset from generated videos.
+        config.num_train_steps = 2
+        config.compute_dtype = "float32"
+        config.evals.davis.every_steps = None
+        config.evals.davis.at_end = False  # Tests that evaluate turn it on.
+        config.evals.davis.feature_batch = 2
+        config.evals.davis.presets.mer.radius = 2  # The 12x16 feature grid of tests' 48x64 frames.
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r}; use configs/real.py, :cpu or :debug")
+    return config
+
+
+def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
+    """configs/demo.py's widths and loss weights at 96x96, 300 steps, then two DAVIS-2016 sample
+    sequences at 480p scored for the encoder and both floors: 19 minutes on 2 CPU cores, its first
+    100 steps sharing them with another job (README, 'Training on real video')."""
+    config.batch_size = 8
+    config.num_train_steps = 300
+    config.compute_dtype = "float32"  # A CPU has no fast bfloat16 path.
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 200
+    config.data.image_size = 96  # Read from the 256x256 dataset, resized with the flow (TfdsSource).
+    config.data.num_workers = 2
+    config.model.encoder.embed_dim = 32
+    config.model.encoder.stem_width = 16
+    config.model.encoder.stage_widths = (16, 32, 64, 64)
+    config.model.reconstruction.radius = 4
+    config.model.value_map.window = 4
+    config.memory.bank_frames = 256
+    config.memory.bank_pixels = 32
+    config.memory.num_negatives = 512
+    config.loss.lambda_pn = 0.01  # As configs/demo.py: at this size 0.1 lets the pos/neg term dominate.
+    config.evals.davis.every_steps = None
+    config.evals.davis.year = "2016"
+    config.evals.davis.subset = "sample"
+    # Two of the sample's four sequences (90 frames), and not the VEN path: at 480p this CPU
+    # propagates 2 s per frame for the lab floor and the encoder, 8.6 s with the VEN.
+    # --config.evals.davis.sequences=blackswan,car-shadow,dog,bmx-trees scores all four,
+    # --config.evals.davis.score_ven=True the VEN path.
+    config.evals.davis.sequences = "blackswan,car-shadow"
+    config.evals.davis.score_ven = False
+
+
+def davis_eval() -> ml_collections.ConfigDict:
+    """`config.evals.davis` (`training_evals.DavisEvaluator`): J&F of label propagation on a DAVIS
+    root at 480p, for the trained encoder, its VEN-refined queries (models with a VEN) and the copy
+    and lab floors; TensorBoard `davis/...`, results in `WORKDIR/eval_davis/`."""
+    fields = ml_collections.ConfigDict()
+    fields.every_steps = config_dict.placeholder(int)  # None: not during training.
+    fields.at_end = True  # Also after the last step.
+    # Required: --config.evals.davis.davis_root=PATH/DAVIS (JPEGImages/, Annotations/, ImageSets/).
+    fields.davis_root = config_dict.placeholder(str)
+    fields.year = "2017"  # '2017' (palette masks, 255 void) or '2016' (grey single-object masks).
+    fields.subset = "val"  # ImageSets/<year>/<subset>.txt lists the sequences.
+    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of them (None: all).
+    # 480p frames give a 120x214 feature grid (at least 120x160 in DAVIS): radius 14 stays local.
+    fields.preset = "mer"
+    fields.presets = propagation.presets()
+    fields.lab_temperature = 0.05
+    fields.feature_batch = 4
+    # Also score the VEN-refined queries (`trained_ven`). Its attention from every query to every
+    # pooled reference key makes it the slowest path at 480p on a CPU.
+    fields.score_ven = True
+    return fields
