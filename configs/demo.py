@@ -23,17 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.synthetic.num_videos = 64
     config.data.synthetic.num_frames = 24
     config.data.synthetic.num_objects = 3
-    config.model.encoder.embed_dim = 32
-    config.model.encoder.stem_width = 16
-    config.model.encoder.stage_widths = (16, 32, 64, 64)
-    config.model.reconstruction.radius = 4
-    config.model.value_map.window = 4
-    config.memory.bank_frames = 256
-    config.memory.bank_pixels = 32
-    config.memory.num_negatives = 512
-    # At 64x64 and 500 steps the paper's lambda_pn=0.1 lets the positive/negative term dominate
-    # and the reconstruction error rises (bench/RESULTS.md); 0.01 keeps the demo learning.
-    config.loss.lambda_pn = 0.01
+    narrow_for_cpu(config)
     config.evals.synthetic = ytvos.synthetic_eval()
     if arg == "camouflage":
         config.data.synthetic.kind = "camouflage"
@@ -46,3 +36,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/demo.py, :camouflage or :debug")
     return config
+
+
+def narrow_for_cpu(config: ml_collections.ConfigDict) -> None:
+    """The demo's model and loss sizes for small frames on a CPU: narrow widths, radius 4 and
+    value-map windows of 4 (a 16-24 cell feature grid), a small memory bank, lambda_pn 0.01."""
+    config.model.encoder.embed_dim = 32
+    config.model.encoder.stem_width = 16
+    config.model.encoder.stage_widths = (16, 32, 64, 64)
+    config.model.reconstruction.radius = 4
+    config.model.value_map.window = 4
+    config.memory.bank_frames = 256
+    config.memory.bank_pixels = 32
+    config.memory.num_negatives = 512
+    # At 64x64 and 500 steps the paper's lambda_pn=0.1 lets the positive/negative term dominate
+    # and the reconstruction error rises (bench/RESULTS.md); 0.01 keeps the demo learning.
+    config.loss.lambda_pn = 0.01

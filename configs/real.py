@@ -20,7 +20,7 @@ Variants:
 import ml_collections
 from ml_collections import config_dict
 
-from configs import propagation, ytvos
+from configs import demo, propagation, ytvos
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -59,15 +59,7 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     config.checkpoint_every_steps = 200
     config.data.image_size = 96  # Read from the 256x256 dataset, resized with the flow (TfdsSource).
     config.data.num_workers = 2
-    config.model.encoder.embed_dim = 32
-    config.model.encoder.stem_width = 16
-    config.model.encoder.stage_widths = (16, 32, 64, 64)
-    config.model.reconstruction.radius = 4
-    config.model.value_map.window = 4
-    config.memory.bank_frames = 256
-    config.memory.bank_pixels = 32
-    config.memory.num_negatives = 512
-    config.loss.lambda_pn = 0.01  # As configs/demo.py: at this size 0.1 lets the pos/neg term dominate.
+    demo.narrow_for_cpu(config)
     config.evals.davis.every_steps = None
     config.evals.davis.year = "2016"
     config.evals.davis.subset = "sample"
