@@ -11,9 +11,10 @@ hyper-parameter not set here is configs/ytvos.py's.
 Variants:
   (default): the paper's model at 256x256, batch 32, bfloat16, 3,000 steps, for one GPU; DAVIS-2017
     val with the `mer` preset every 1,000 steps and at the end.
-  `:cpu`: the narrow widths of configs/demo.py at 96x96, batch 8, on 2 CPU cores; the DAVIS-2016
-    sample (`ImageSets/2016/sample.txt`: 4 sequences, 230 frames) at 480p with the `mer` preset
-    at the end (a full DAVIS: --config.evals.davis.year=2017 --config.evals.davis.subset=val).
+  `:cpu`: the narrow widths of configs/demo.py at 96x96, batch 8, 300 steps on 2 CPU cores; two
+    sequences of the DAVIS-2016 sample (`ImageSets/2016/sample.txt`) at 480p with the `mer` preset
+    at the end, without the VEN path (another DAVIS split: set evals.davis.year, .subset and
+    .sequences; the default variant scores all of DAVIS-2017 val).
   `:debug`: tiny, for tests (seconds on a CPU).
 """
 
@@ -64,7 +65,7 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
     config.evals.davis.year = "2016"
     config.evals.davis.subset = "sample"
     # Two of the sample's four sequences (90 frames), and not the VEN path: at 480p this CPU
-    # propagates 2 s per frame for the lab floor and the encoder, 8.6 s with the VEN.
+    # propagates about 2-3 s per frame for the lab floor and the encoder, about 20 s with the VEN.
     # --config.evals.davis.sequences=blackswan,car-shadow,dog,bmx-trees scores all four,
     # --config.evals.davis.score_ven=True the VEN path.
     config.evals.davis.sequences = "blackswan,car-shadow"

@@ -134,7 +134,7 @@ def test_encoder_recon_weight_adds_the_encoders_own_reconstruction():
     local = dict(radius=config.model.reconstruction.radius, ref_fusion="joint")
     refined = recon_error(obj, clean, dropped, out.query, out.features[:, :-1], **local)
     encoder = recon_error(obj, clean, dropped, out.features[:, -1], out.features[:, :-1], **local)
-    assert abs(refined - encoder) > 1e-3 * refined
+    assert abs(refined - encoder) > 1e-4 * refined  # 10x the tolerance of the matches below
     for weight in (0.0, 2.0):
         weighted = dataclasses.replace(obj, loss={**obj.loss, "encoder_recon_weight": weight})
         total, aux = loss_of(weighted, state, batch, params=params)
