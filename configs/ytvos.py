@@ -78,6 +78,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.ven.num_heads = 4
     config.model.ven.kv_pool = 2
     config.model.ven.query_chunk = 1024
+    # Each query chunk's kernel: 'fused' (jax.nn.dot_product_attention, JAX's choice of
+    # implementation) or 'chunked' (einsum, softmax, einsum); the same result, DropKey included
+    # (tests/test_ven.py), and the same CPU time (bench/ven_attention.py).
+    config.model.ven.attention = "fused"
     config.model.ven.radius = config_dict.placeholder(int)  # None: global attention over the pooled refs.
     config.model.ven.dropkey_rate = 0.1
     # Ours (docs/method.md, 'Value Extraction Network'): the output projection starts at zero, so

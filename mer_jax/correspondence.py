@@ -108,7 +108,10 @@ def window_logits(query: jax.Array, keys: jax.Array, allowed: jax.Array, tempera
     Returns:
       [..., Q, R, K] float logits.
     """
-    logits = jnp.einsum("...qc,...rkc->...qrk", query, keys) / temperature
+    # One plain batched matrix product over the R*K keys (a 4-D output makes XLA's CPU dot ~1.6x
+    # slower), then the [R, K] view.
+    flat = jnp.einsum("...qc,...nc->...qn", query, keys.reshape(*keys.shape[:-3], -1, keys.shape[-1]))
+    logits = flat.reshape(*flat.shape[:-1], *keys.shape[-3:-1]) / temperature
     return jnp.where(allowed, logits, MASKED_LOGIT)
 
 

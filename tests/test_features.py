@@ -76,3 +76,17 @@ def test_propagator_matches_queries_to_the_references_keys():
     want = propagation.propagate_frame(queries[1], keys[jnp.asarray([0, 0])], jnp.stack([labels] * 2), valid, preset)
     np.testing.assert_allclose(np.asarray(with_queries[1]), np.asarray(want), atol=1e-6)
     assert np.abs(np.asarray(with_queries[1]) - np.asarray(plain[1])).max() > 1e-3
+
+
+def test_encoders_compile_once_per_frame_size_whatever_the_video_length():
+    """Videos of 5 and 7 frames go through batches of 4 (the last one zero-padded): one compiled
+    embedding, and each frame's features equal to those of the frame encoded alone."""
+    rng = np.random.default_rng(0)
+    lab = features.LabEncoder((50.0, 0.0, 0.0), (50.0, 127.0, 127.0), batch=4)
+    for num_frames in (5, 7):
+        frames = rng.integers(0, 256, size=(num_frames, 16, 20, 3), dtype=np.uint8)
+        got = np.asarray(lab(frames))
+        assert got.shape == (num_frames, 4, 5, 3)
+        alone = np.concatenate([np.asarray(lab._embed(frames[t : t + 1])) for t in range(num_frames)])
+        np.testing.assert_allclose(got, alone, atol=1e-6)
+    assert lab._embed._cache_size() == 2  # Batches of 4, and the single frames of the check.

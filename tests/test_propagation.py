@@ -129,6 +129,59 @@ def test_unrestricted_first_frame_reaches_a_cell_far_outside_the_radius():
     np.testing.assert_allclose(outputs[True][0, 0], [1, 0], atol=1e-6)
 
 
+@pytest.mark.parametrize("first_frame_window", [True, False])
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_padding_marked_outside_the_grid_changes_no_real_cell(name, first_frame_window):
+    """Maps padded to a bucket with random values (not zeros, so that only the mask can hide them)
+    give the dense reference's labels on the real 9 x 11 cells."""
+    preset = PRESETS[name]
+    if not first_frame_window:
+        if preset.compactness:
+            pytest.skip("compactness needs first_frame_window=True")
+        preset = dataclasses.replace(preset, first_frame_window=False)
+    query, keys, labels, valid = random_case(11)
+    rng = np.random.default_rng(3)
+    pad = [(0, 5), (0, 3)]
+    padded_query = np.pad(query, [*pad, (0, 0)])
+    padded_query[9:] = padded_query[:, 11:] = 0
+    padded_keys = rng.normal(size=(3, 14, 14, 6)).astype(np.float32) * 5
+    padded_keys[:, :9, :11] = keys
+    padded_labels = rng.dirichlet(np.ones(3), size=(3, 14, 14)).astype(np.float32)
+    padded_labels[:, :9, :11] = labels
+    cells = np.pad(np.ones((9, 11), bool), pad)
+    got = propagation.propagate_frame(padded_query, padded_keys, padded_labels, valid, preset, cells)
+    want = dense_propagate(query, keys, labels, valid, preset)
+    np.testing.assert_allclose(np.asarray(got)[:9, :11], want, rtol=1e-4, atol=1e-5)
+
+
+def translating_features(num_frames, h, w, seed=0):
+    """Features of a random texture moving one cell right per frame, and its first frame's labels."""
+    rng = np.random.default_rng(seed)
+    texture = rng.normal(size=(h, w + num_frames, 4)).astype(np.float32)
+    features = np.stack([texture[:, num_frames - t : num_frames - t + w] for t in range(num_frames)])
+    first = vos.labels_at_stride(rng.integers(0, 3, size=(h, w)).astype(np.uint8), [1, 2], h, w)
+    return features, first
+
+
+def test_one_compilation_serves_videos_of_a_bucket_and_outputs_match_without_lag():
+    """Videos of 5 and 9 frames on 6 x 7 and 6 x 5 grids share the step compiled for the bucket
+    (16 frames, 8 x 8 cells); handing outputs out 3 frames late changes none of them."""
+    preset = protocol.Preset(context="crw", radius=2, temperature=0.05, topk=3, crw_context=2, tile=4)
+    lagged = propagation.Propagator(preset, frame_bucket=16, cell_bucket=8, lag=3)
+    immediate = propagation.Propagator(preset, lag=0)
+    for num_frames, width in ((5, 7), (9, 5)):
+        features, first = translating_features(num_frames, 6, width)
+        frames = np.zeros((num_frames, 24, 4 * width, 3), np.uint8)
+        seeds = {0: (first, np.ones(first.shape[:2], bool))}
+        got = list(lagged(features, frames, seeds))
+        want = list(immediate(features, frames, seeds))
+        assert [t for t, _ in got] == list(range(num_frames))
+        for (_, a), (_, b) in zip(got, want):
+            assert a.shape == (6, width, 3)
+            np.testing.assert_array_equal(a, b)
+    assert lagged._step._cache_size() == 1
+
+
 def test_compactness_gate_leaves_flat_weights_alone():
     # With a threshold above every weight the prior must not change anything.
     preset = dataclasses.replace(PRESETS["mer_like"], compactness_min_prob=1.0)
@@ -167,9 +220,9 @@ def test_memory_is_one_row_of_tiles_whatever_the_frame_height():
 
 @pytest.mark.parametrize("height", [8, 48])
 def test_memory_with_an_unrestricted_first_frame_is_one_row_of_tiles(height):
-    """The largest array is one tile row's logits: the whole first frame plus M - 1 windows."""
+    """The largest array is one tile row's logits: to the whole first frame or to M - 1 windows."""
     preset = protocol.Preset(radius=3, first_frame_window=False, topk=4, tile=4)
     query, keys, labels, valid = random_case(0, m=3, h=height, w=16, c=4)
     jaxpr = jax.make_jaxpr(lambda *a: propagation.propagate_frame(*a, preset))(query, keys, labels, valid)
-    row_logits = 4 * 16 * (height * 16 + 2 * 10**2)  # [nTx, Q, h*w + (M - 1) K]
-    assert jaxpr_sizes.largest_intermediate(jaxpr.jaxpr) == row_logits
+    first_frame, windows = 4 * 16 * height * 16, 4 * 16 * 2 * 10**2  # [nTx, Q, h*w], [nTx, Q, M - 1, K]
+    assert jaxpr_sizes.largest_intermediate(jaxpr.jaxpr) == max(first_frame, windows)

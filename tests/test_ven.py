@@ -241,11 +241,15 @@ def test_ven_radius_restricts_attention(ven_setup):
     np.testing.assert_allclose(np.asarray(_apply(params, target, refs, radius=5).features), global_out, atol=1e-5)
 
 
+@pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("radius", [None, 1])
-def test_chunked_attention_equals_unchunked(ven_setup, radius):
+def test_chunked_attention_equals_unchunked(ven_setup, radius, train):
+    """Also in training: query i's DropKey row comes from fold_in(rng, i), whatever the chunking
+    (the default kernel; the other equals it: test_fused_ven_equals_chunked_ven)."""
     target, refs, params = ven_setup
-    chunked = _apply(params, target, refs, radius=radius, query_chunk=16)  # 70 queries: 5 chunks, last padded
-    whole = _apply(params, target, refs, radius=radius, query_chunk=10_000)
+    kwargs = dict(radius=radius, train=train, rng=jax.random.PRNGKey(7))
+    chunked = _apply(params, target, refs, query_chunk=16, **kwargs)  # 70 queries: 5 chunks, last padded
+    whole = _apply(params, target, refs, query_chunk=10_000, **kwargs)
     np.testing.assert_allclose(np.asarray(chunked.features), np.asarray(whole.features), atol=1e-5)
 
 
@@ -301,3 +305,141 @@ def test_ven_rejects_bad_shapes(ven_setup):
         _apply(params, target, refs[:, :, :5])
     with pytest.raises(ValueError, match="num_heads"):
         _apply(params, target, refs, num_heads=3)
+    with pytest.raises(ValueError, match="unknown attention"):
+        _apply(params, target, refs, attention="flash")
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention kernels: 'fused' (jax.nn.dot_product_attention) against 'chunked' and NumPy
+# ---------------------------------------------------------------------------------------------
+def _assert_trees_close(got, want, rtol):
+    """Every leaf within rtol of the leaf's largest magnitude (so near-zero entries do not need a
+    relative match of their own rounding)."""
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        w = np.asarray(w, np.float64)
+        np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=rtol, atol=rtol * np.abs(w).max())
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_value_and_grad(train, overrides):
+    """Features and the gradient of a fixed random projection of them, for (params, target, refs)."""
+    model = ven.ValueExtractionNetwork(**{"query_chunk": 16, **VEN_ARGS, **dict(overrides)})
+
+    def features(p, t, r, rng):
+        return model.apply({"params": p}, t, r, train=train, rngs={"dropkey": rng}).features
+
+    def loss(p, t, r, rng, cotangent):
+        return jnp.sum(features(p, t, r, rng) * cotangent)
+
+    return jax.jit(
+        lambda p, t, r, rng, cot: (features(p, t, r, rng), jax.grad(loss, argnums=(0, 1, 2))(p, t, r, rng, cot))
+    )
+
+
+@pytest.mark.parametrize("radius,train", [(None, False), (1, True)])
+def test_fused_ven_equals_chunked_ven(ven_setup, radius, train):
+    """Same output and gradients (params, target, refs); in training with the same DropKey rng the
+    same logits are dropped, so the results still agree to rounding."""
+    target, refs, params = ven_setup
+    cotangent = jnp.asarray(np.random.default_rng(8).normal(size=target.shape).astype(np.float32))
+    results = {
+        attention: _jitted_value_and_grad(train, (("attention", attention), ("radius", radius)))(
+            params, target, refs, jax.random.PRNGKey(9), cotangent
+        )
+        for attention in ven.ATTENTION_KERNELS
+    }
+    _assert_trees_close(results["fused"], results["chunked"], rtol=1e-5)
+    # A different DropKey draw moves the output by far more than the tolerance: the check can fail.
+    if train:
+        other = _jitted_value_and_grad(train, (("attention", "fused"), ("radius", radius)))(
+            params, target, refs, jax.random.PRNGKey(10), cotangent
+        )
+        with pytest.raises(AssertionError):
+            _assert_trees_close(other[0], results["chunked"][0], rtol=1e-5)
+
+
+# A 4x5 query grid over 2 refs pooled by 2 (2x3 cells each): 20 queries, 12 keys, 2 heads of 4.
+_GRID, _POOL, _REFS, _HEADS, _DIM = (4, 5), 2, 2, 2, 4
+
+
+def _cells():
+    """[20, 2] pooled cells of the queries and [12, 2] cells of the keys (refs concatenated)."""
+    rows, cols = _GRID
+    query_cells = np.array([(y // _POOL, x // _POOL) for y in range(rows) for x in range(cols)], np.int32)
+    ref_cells = [(i, j) for i in range(-(-rows // _POOL)) for j in range(-(-cols // _POOL))]
+    return query_cells, np.array(ref_cells * _REFS, np.int32)
+
+
+def _np_allowed(query_cells, key_cells, radius, dropped):
+    """bool [B, H, Nq, Nk]: keys within the radius, less the dropped ones unless none would remain."""
+    batch, heads = dropped.shape[:2]
+    allowed = np.zeros(dropped.shape, bool)
+    for i, (y, x) in enumerate(query_cells):
+        within = np.array([radius is None or max(abs(y - ky), abs(x - kx)) <= radius for ky, kx in key_cells])
+        for b in range(batch):
+            for h in range(heads):
+                kept = within & ~dropped[b, h, i]
+                allowed[b, h, i] = kept if kept.any() else within
+    return allowed
+
+
+def _np_attention(q, k, v, cotangent, allowed):
+    """Masked multi-head attention and its gradients by loops in float64.
+
+    q [B, Nq, H, d]; k, v [B, Nk, H, d]; cotangent [B, Nq, H, d] of the output; allowed [B, H, Nq, Nk].
+    Returns the output [B, Nq, H, d] and (dq, dk, dv) of sum(output * cotangent).
+    """
+    q, k, v, cotangent = (np.asarray(x, np.float64) for x in (q, k, v, cotangent))
+    scale = q.shape[-1] ** -0.5
+    out, dq, dk, dv = np.zeros_like(q), np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    batch, num_queries, heads, _ = q.shape
+    for b in range(batch):
+        for h in range(heads):
+            for i in range(num_queries):
+                keys = np.flatnonzero(allowed[b, h, i])
+                logits = scale * k[b, keys, h] @ q[b, i, h]
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                out[b, i, h] = p @ v[b, keys, h]
+                dv[b, keys, h] += p[:, None] * cotangent[b, i, h]
+                dp = v[b, keys, h] @ cotangent[b, i, h]
+                dlogits = p * (dp - p @ dp)
+                dq[b, i, h] = scale * dlogits @ k[b, keys, h]
+                dk[b, keys, h] += scale * dlogits[:, None] * q[b, i, h]
+    return out, (dq, dk, dv)
+
+
+@pytest.mark.parametrize("attention", list(ven.ATTENTION_KERNELS))
+@pytest.mark.parametrize("radius,rate", [(None, 0.0), (1, 0.0), (None, 0.9), (0, 0.5), (1, 0.8)])
+def test_multi_head_attention_matches_numpy(attention, radius, rate):
+    """Forward and gradients against NumPy loops, with query i's DropKey row drawn by
+    dropkey_mask(fold_in(rng, i), [B, H, Nk]); the rates make some rows lose every key."""
+    rng = np.random.default_rng(11)
+    query_cells, key_cells = _cells()
+    batch, num_queries, num_keys = 2, len(query_cells), len(key_cells)
+    q = jnp.asarray(rng.normal(size=(batch, num_queries, _HEADS, _DIM)).astype(np.float32))
+    k, v = (jnp.asarray(rng.normal(size=(batch, num_keys, _HEADS, _DIM)).astype(np.float32)) for _ in range(2))
+    cotangent = rng.normal(size=q.shape).astype(np.float32)
+    drop_rng = jax.random.PRNGKey(12) if rate > 0 else None
+
+    def attend(q, k, v):
+        return ven.multi_head_attention(
+            q, k, v, attention=attention, chunk=8, query_cells=query_cells, key_cells=key_cells,
+            radius=radius, drop_rng=drop_rng, drop_rate=rate,
+        )  # fmt: skip
+
+    out, grads = jax.jit(
+        lambda q, k, v: (attend(q, k, v), jax.grad(lambda *a: jnp.sum(attend(*a) * cotangent), (0, 1, 2))(q, k, v))
+    )(q, k, v)
+
+    dropped = np.zeros((batch, _HEADS, num_queries, num_keys), bool)
+    if drop_rng is not None:
+        rows = [ven.dropkey_mask(jax.random.fold_in(drop_rng, i), dropped.shape[:2] + dropped.shape[3:], rate)
+                for i in range(num_queries)]  # fmt: skip
+        dropped = np.stack([np.asarray(row) for row in rows], axis=2)
+    within = _np_allowed(query_cells, key_cells, radius, np.zeros_like(dropped))
+    allowed = _np_allowed(query_cells, key_cells, radius, dropped)
+    if rate > 0:  # DropKey removes keys, and some rows lose every key and fall back
+        assert (allowed != within).any() and (~(within & ~dropped).any(-1)).any()
+    want_out, want_grads = _np_attention(q, k, v, cotangent, allowed)
+    _assert_trees_close((out, grads), (want_out, want_grads), rtol=1e-5)

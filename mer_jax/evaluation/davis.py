@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import davis_data, davis_metrics, protocol, vos
+from mer_jax.evaluation import background, davis_data, davis_metrics, protocol, vos
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 OBJECT_KEYS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -235,10 +235,11 @@ class Evaluator:
         """Writes the results, the CSVs and results.json into output_dir; returns the global scores."""
         output = pathlib.Path(output_dir)
         videos = (davis_data.read_video(self.root, sequence, self.year) for sequence in self.sequences)
-        for video, masks in vos.segment_videos(videos, encoder, preset, desc="DAVIS sequences"):
-            vos.write_masks(output / video.name, video, masks)
-            if self.save_overlays:
-                vos.write_overlay(str(output / "overlays" / f"{video.name}.mp4"), video, masks)
+        with background.Writer() as writer:  # PNGs written while the next sequence is segmented
+            for video, masks in vos.segment_videos(videos, encoder, preset, desc="DAVIS sequences"):
+                writer.submit(vos.write_masks, output / video.name, video, masks)
+                if self.save_overlays:
+                    writer.submit(vos.write_overlay, str(output / "overlays" / f"{video.name}.mp4"), video, masks)
         scores = score(self.root, output, self.year, self.subset, sequences=self.sequences)
         write_csvs(scores, output, self.subset)
         (output / "results.json").write_text(json.dumps(scores.as_dict(), indent=2))

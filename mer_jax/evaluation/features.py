@@ -4,7 +4,7 @@ Both are `vos.FrameEncoder`s (docs/method.md, 'Label propagation'): uint8 RGB fr
 [T, H, W, 3] -> features [T, ceil(H/4), ceil(W/4), C] at the encoder's output stride.
 """
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,8 @@ ENCODERS = ("trained", "lab")
 
 
 class TrainedEncoder:
-    """The trained MER encoder, applied `batch` frames at a time (jitted).
+    """The trained MER encoder, applied `batch` frames at a time (jitted, compiled once per frame
+    size).
 
     A model trained with flow fusion gets each frame's flow: the given one, else OpenCV DIS flow
     computed here (`flow.dis_flow`, with the training `flow_gap`). With `use_ven` it returns
@@ -42,27 +43,42 @@ class TrainedEncoder:
             flow = None
         elif flow is None:
             flow = flow_lib.dis_flow(frames, self.model.config.data.flow_gap)
-        chunks = [
-            self._embed(frames[i : i + self.batch], None if flow is None else flow[i : i + self.batch])
-            for i in range(0, len(frames), self.batch)
-        ]
-        features = jnp.concatenate(chunks)
+        num_frames = len(frames)
+        features = in_batches(self._embed, self.batch, frames, flow)  # [T rounded up to a batch, h, w, C]
         if not self.use_ven:
-            return features
+            return features[:num_frames]
         data = self.model.config.data
-        references = export.ven_references(len(frames), data.num_refs, min(data.frame_gaps))
-        queries = [
-            self._refine(features, np.arange(i, min(i + self.batch, len(frames))), references[i : i + self.batch])
-            for i in range(0, len(frames), self.batch)
-        ]
-        return vos.RefinedFeatures(features, jnp.concatenate(queries))
+        references = export.ven_references(num_frames, data.num_refs, min(data.frame_gaps))
+        queries = in_batches(
+            lambda target, refs: self._refine(features, target, refs), self.batch, np.arange(num_frames), references
+        )
+        return vos.RefinedFeatures(features[:num_frames], queries[:num_frames])
+
+
+def in_batches(fn: Callable[..., jax.Array], batch: int, *arrays: np.ndarray | None) -> jax.Array:
+    """fn applied to `batch` rows of the arrays at a time, the results concatenated.
+
+    The last batch is zero-padded to `batch` rows, so a jitted fn compiles once per row shape
+    whatever the number of rows; the padded rows' results are kept (the output has the row count
+    rounded up to a multiple of `batch`: slice it). Arrays that are None are passed as None.
+    """
+    num_rows = len(next(a for a in arrays if a is not None))
+    padded = [None if a is None else _pad_rows(a, -(-num_rows // batch) * batch) for a in arrays]
+    chunks = [fn(*(None if a is None else a[i : i + batch] for a in padded)) for i in range(0, num_rows, batch)]
+    return jnp.concatenate(chunks)
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    return np.pad(x, [(0, rows - len(x))] + [(0, 0)] * (x.ndim - 1))
 
 
 class LabEncoder:
-    """Normalised Lab pixels area-averaged to the encoder's stride (3 channels): the raw-colour baseline."""
+    """Normalised Lab pixels area-averaged to the encoder's stride (3 channels): the raw-colour
+    baseline, `batch` frames at a time."""
 
-    def __init__(self, lab_mean: Sequence[float], lab_std: Sequence[float]):
+    def __init__(self, lab_mean: Sequence[float], lab_std: Sequence[float], batch: int = 16):
         lab_mean, lab_std = tuple(lab_mean), tuple(lab_std)
+        self.batch = batch
         self._embed = jax.jit(
             lambda frames: feature_maps.average_pool(
                 color.uint8_rgb_to_normalized_lab(frames, lab_mean, lab_std), encoder_lib.OUTPUT_STRIDE
@@ -70,7 +86,7 @@ class LabEncoder:
         )
 
     def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array:
-        return self._embed(frames)
+        return in_batches(self._embed, self.batch, frames)[: len(frames)]
 
 
 def make_encoder(

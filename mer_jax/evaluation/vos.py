@@ -8,6 +8,7 @@ one-hot labels on the feature grid (`labels_at_stride`) and soft labels become i
 output size (`labels_to_mask`).
 """
 
+import dataclasses
 import os
 from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import masks_io, overlays, propagation, protocol
+from mer_jax.evaluation import background, masks_io, overlays, propagation, protocol
 from mer_jax.models import encoder as encoder_lib
 
 
@@ -105,8 +106,20 @@ def labels_to_mask(
     return jnp.argmax(up, axis=-1).astype(jnp.int32)
 
 
-# Compiled once per (shape, size, scale) and reused across videos of the same size.
-_labels_to_mask_jit = jax.jit(labels_to_mask, static_argnames=("height", "width", "foreground_scale", "output_size"))
+@dataclasses.dataclass(frozen=True)
+class MaskReadout:
+    """Soft labels [h, w, L] -> the output mask of channel indices ([height, width] or
+    [*output_size] uint8), by `labels_to_mask`. Hashable, so the propagator compiles it once per
+    size and runs it on the device beside the propagation step."""
+
+    height: int
+    width: int
+    foreground_scale: float
+    output_size: tuple[int, int] | None = None
+
+    def __call__(self, soft: jax.Array) -> jax.Array:
+        mask = labels_to_mask(soft, self.height, self.width, self.foreground_scale, self.output_size)
+        return mask.astype(jnp.uint8)
 
 
 def segment_video(
@@ -134,10 +147,10 @@ def segment_video(
         labels = labels_at_stride(mask, video.object_ids, h, w)
         where = np.ones((h, w), bool) if not seeds else labels[..., 1:].any(-1)
         seeds[t] = (labels, where)
-    mask_args = dict(height=height, width=width, foreground_scale=propagator.preset.foreground_scale)
-    mask_args["output_size"] = None if video.output_size is None else tuple(video.output_size)
-    for t, soft in propagator(feats, video.frames, seeds, progress, queries=queries):
-        mask = ids[np.asarray(_labels_to_mask_jit(soft, **mask_args))]
+    output_size = None if video.output_size is None else tuple(video.output_size)
+    readout = MaskReadout(height, width, propagator.preset.foreground_scale, output_size)
+    for t, channels in propagator(feats, video.frames, seeds, progress, queries=queries, readout=readout):
+        mask = ids[channels]
         if t in annotations:
             mask = np.where(annotations[t] > 0, annotations[t], mask if t > min(annotations) else 0).astype(np.uint8)
         yield t, mask
@@ -168,14 +181,15 @@ class CopyFirstFrame:
 def segment_videos(
     videos: Iterable[Video], encoder: FrameEncoder | CopyFirstFrame, preset: protocol.Preset, desc: str = "videos"
 ) -> Iterator[tuple[Video, np.ndarray]]:
-    """Segments videos one at a time (read lazily from `videos`), by label propagation with the
-    encoder's features, or by the copy floor (`CopyFirstFrame`, which ignores the preset).
+    """Segments videos one at a time (read lazily from `videos`, the next one in a background
+    thread while this one is segmented), by label propagation with the encoder's features, or by
+    the copy floor (`CopyFirstFrame`, which ignores the preset).
 
     Yields:
       (video, masks [T, H', W'] uint8): frames before the first annotated one are all 0.
     """
     propagator = propagation.Propagator(preset)
-    for video in tqdm.tqdm(videos, desc=desc, unit="video"):
+    for video in tqdm.tqdm(background.prefetch(videos), desc=desc, unit="video"):
         if isinstance(encoder, CopyFirstFrame):
             yield video, encoder.masks(video)
             continue

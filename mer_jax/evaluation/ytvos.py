@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 
 from mer_jax.data import frames_io
-from mer_jax.evaluation import masks_io, protocol, vos
+from mer_jax.evaluation import background, masks_io, protocol, vos
 
 _FRAME_EXTENSIONS = (".jpg", ".jpeg")
 _LISTED = 5  # Paths named in an error message; the rest are counted.
@@ -141,10 +141,12 @@ class Evaluator:
         """Propagates every video; returns {'videos': n, 'zip': path}."""
         annotations_dir = os.path.join(output_dir, "Annotations")
         videos = (read_video(self.root, v, first, self.max_height) for v, first in sorted(self.meta.items()))
-        for video, masks in vos.segment_videos(videos, encoder, preset, desc="ytvos videos"):
-            vos.write_masks(os.path.join(annotations_dir, video.name), video, masks)
-            if self.save_overlays:
-                vos.write_overlay(os.path.join(output_dir, "overlays", video.name + ".mp4"), video, masks)
+        with background.Writer() as writer:  # PNGs written while the next video is segmented
+            for video, masks in vos.segment_videos(videos, encoder, preset, desc="ytvos videos"):
+                writer.submit(vos.write_masks, os.path.join(annotations_dir, video.name), video, masks)
+                if self.save_overlays:
+                    overlay = os.path.join(output_dir, "overlays", video.name + ".mp4")
+                    writer.submit(vos.write_overlay, overlay, video, masks)
         zip_path = os.path.join(output_dir, "submission.zip")
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
             for folder, _, files in os.walk(annotations_dir):

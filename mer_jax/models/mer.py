@@ -28,7 +28,7 @@ class MER(nn.Module):
       use_flow: fuse flow into the frames (`flow_fusion.FlowFusion`, arguments `flow`).
       flow: config.model.flow (encoding, alpha_init).
       use_ven: refine the target features (`ven.ValueExtractionNetwork`, arguments `ven`).
-      ven: config.model.ven (num_heads, kv_pool, query_chunk, radius, dropkey_rate).
+      ven: config.model.ven (num_heads, kv_pool, query_chunk, attention, radius, dropkey_rate, zero_init_out).
       value_map: config.model.value_map (window, beta) of the VEN's value map.
       lab_mean, lab_std: the frames' Lab normalisation (config.data), for the colour flow encoding.
       dtype: computation dtype of the encoder and VEN (float32, or bfloat16 on GPU/TPU). Flow

@@ -2,8 +2,9 @@
 
 `window_value_map` scores each target window by how much it moved relative to the references;
 `ValueExtractionNetwork` refines the target features by multi-head attention over average-pooled
-reference features, with a 2-D sinusoidal position encoding (`sincos_position_encoding`), query
-chunking, an optional local radius and DropKey (`dropkey_mask`).
+reference features (`multi_head_attention`), with a 2-D sinusoidal position encoding
+(`sincos_position_encoding`), query chunking, an optional local radius and DropKey
+(`dropkey_mask`, `attention_mask`).
 """
 
 from typing import Any, NamedTuple
@@ -113,11 +114,79 @@ def dropkey_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Arr
     return jax.random.bernoulli(rng, rate, shape)
 
 
-def _chunked_attention(
+def attention_mask(
+    query_index: jax.Array,
+    query_cells: jax.Array,
+    key_cells: jax.Array,
+    *,
+    shape: tuple[int, int, int, int],
+    radius: int | None,
+    drop_rng: jax.Array | None,
+    drop_rate: float,
+) -> jax.Array | None:
+    """Which keys each query of a chunk attends to: the radius, then DropKey.
+
+    Query i's DropKey row is `dropkey_mask(fold_in(drop_rng, i), [B, heads, Nk], drop_rate)`, so
+    the mask depends neither on the chunking nor on the attention kernel, and only one chunk's
+    mask exists at a time. A query whose every allowed key is dropped keeps them all (its softmax
+    stays defined).
+
+    Args:
+      query_index: [chunk] int index of each query in the whole sequence.
+      query_cells: [chunk, 2] int pooled-grid (row, col) of each query.
+      key_cells: [Nk, 2] int pooled-grid (row, col) of each key.
+      shape: (B, heads, chunk, Nk), the logits' shape.
+      radius: a query sees only keys within this Chebyshev distance of its cell; None sees all.
+      drop_rng: DropKey key, or None for no DropKey.
+      drop_rate: DropKey probability.
+
+    Returns:
+      bool mask broadcastable to `shape`, True where a logit is kept; None when all are kept.
+    """
+    allowed = None
+    if radius is not None:
+        distance = jnp.abs(query_cells[:, None, :] - key_cells[None]).max(axis=-1)
+        allowed = (distance <= radius)[None, None]  # [1, 1, chunk, Nk]
+    if drop_rng is not None:
+        batch, heads, _, num_keys = shape
+        row_rngs = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(drop_rng, query_index)
+        dropped = jax.vmap(lambda rng: dropkey_mask(rng, (batch, heads, num_keys), drop_rate), out_axes=2)(row_rngs)
+        base = jnp.ones(shape, bool) if allowed is None else jnp.broadcast_to(allowed, shape)
+        kept = ~dropped & base
+        allowed = jnp.where(kept.any(axis=-1, keepdims=True), kept, base)
+    return allowed
+
+
+def _einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float) -> jax.Array:
+    """softmax(q k^T scale) v as three explicit steps: [B, Nq, heads, d] queries -> [B, Nq, heads, d]."""
+    # Logits and softmax in float32 even when q, k, v are bfloat16.
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1).astype(v.dtype), v)
+
+
+def _fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, scale: float) -> jax.Array:
+    """The same through `jax.nn.dot_product_attention`, with JAX's choice of implementation.
+
+    JAX 0.10.2 chooses XLA on every backend (cuDNN only when asked for, and then only for
+    bfloat16 or float16). The XLA implementation also takes float32 logits and softmax and
+    casts the probabilities to v's dtype; it masks with a large finite negative instead of -inf,
+    which is the same softmax as long as every query keeps a key (`attention_mask` ensures it).
+    """
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
+
+
+# `ValueExtractionNetwork.attention`: the kernel each query chunk runs.
+ATTENTION_KERNELS = {"chunked": _einsum_attention, "fused": _fused_attention}
+
+
+def multi_head_attention(
     q: jax.Array,
     k: jax.Array,
     v: jax.Array,
     *,
+    attention: str,
     chunk: int,
     query_cells: np.ndarray,
     key_cells: np.ndarray,
@@ -131,6 +200,7 @@ def _chunked_attention(
       q: [B, Nq, heads, d] queries.
       k: [B, Nk, heads, d] keys.
       v: [B, Nk, heads, d] values.
+      attention: the kernel each chunk runs, a key of ATTENTION_KERNELS.
       chunk: queries per chunk.
       query_cells: [Nq, 2] int pooled-grid (row, col) of each query.
       key_cells: [Nk, 2] int pooled-grid (row, col) of each key.
@@ -141,35 +211,36 @@ def _chunked_attention(
     Returns:
       [B, Nq, heads, d] attended values.
     """
+    if attention not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention {attention!r}; known: {sorted(ATTENTION_KERNELS)}")
+    kernel = ATTENTION_KERNELS[attention]
     batch, num_queries, heads, dim = q.shape
+    num_keys = k.shape[1]
     chunk = min(chunk, num_queries)
     num_chunks = -(-num_queries // chunk)
     pad = num_chunks * chunk - num_queries
     q_chunks = jnp.pad(q, [(0, 0), (0, pad), (0, 0), (0, 0)]).reshape(batch, num_chunks, chunk, heads, dim)
     cell_chunks = np.pad(query_cells, [(0, pad), (0, 0)], mode="edge").reshape(num_chunks, chunk, 2)
+    index_chunks = np.arange(num_chunks * chunk, dtype=np.int32).reshape(num_chunks, chunk)
 
-    # Rematerialised in the backward pass, so training never stores more than one chunk's logits.
+    # Rematerialised in the backward pass, so training never stores more than one chunk's logits
+    # (both kernels' XLA implementations keep the probabilities for the backward pass).
     @jax.checkpoint
     def attend(q_chunk, cells, index, k, v):
-        # Logits and softmax in float32 even when q, k, v are bfloat16.
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q_chunk, k, preferred_element_type=jnp.float32) * dim**-0.5
-        allowed = None
-        if radius is not None:
-            distance = jnp.abs(cells[:, None, :] - jnp.asarray(key_cells)[None]).max(axis=-1)
-            allowed = jnp.broadcast_to(distance <= radius, logits.shape)
-        if drop_rng is not None:
-            kept = ~dropkey_mask(jax.random.fold_in(drop_rng, index), logits.shape, drop_rate)
-            base = jnp.ones(logits.shape, bool) if allowed is None else allowed
-            kept &= base
-            # A query whose every key was dropped keeps them all, so its softmax stays defined.
-            allowed = jnp.where(kept.any(axis=-1, keepdims=True), kept, base)
-        if allowed is not None:
-            logits = jnp.where(allowed, logits, -jnp.inf)
-        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1).astype(v.dtype), v)
+        mask = attention_mask(
+            index,
+            cells,
+            jnp.asarray(key_cells),
+            shape=(batch, heads, chunk, num_keys),
+            radius=radius,
+            drop_rng=drop_rng,
+            drop_rate=drop_rate,
+        )
+        return kernel(q_chunk, k, v, mask, dim**-0.5)
 
     out = jax.lax.map(
         lambda xs: attend(*xs, k, v),
-        (q_chunks.swapaxes(0, 1), jnp.asarray(cell_chunks), jnp.arange(num_chunks)),
+        (q_chunks.swapaxes(0, 1), jnp.asarray(cell_chunks), jnp.asarray(index_chunks)),
     )
     return out.swapaxes(0, 1).reshape(batch, num_chunks * chunk, heads, dim)[:, :num_queries]
 
@@ -200,6 +271,9 @@ class ValueExtractionNetwork(nn.Module):
       num_heads: attention heads; C must be divisible by it.
       kv_pool: average-pooling factor of keys and values.
       query_chunk: queries per chunk (bounds memory to chunk x keys logits).
+      attention: each chunk's kernel, a key of ATTENTION_KERNELS: 'fused'
+        (`jax.nn.dot_product_attention`) or 'chunked' (einsum, softmax, einsum); the same result,
+        DropKey included.
       radius: if set, a query at feature pixel (y, x) attends only to pooled keys whose pooled cell
         is within this Chebyshev distance of (y // kv_pool, x // kv_pool) in every ref; the
         logits are still computed densely per chunk and masked. None is global attention.
@@ -215,6 +289,7 @@ class ValueExtractionNetwork(nn.Module):
     num_heads: int = 4
     kv_pool: int = 2
     query_chunk: int = 1024
+    attention: str = "fused"
     radius: int | None = None
     dropkey_rate: float = 0.1
     window: int = 8
@@ -264,10 +339,11 @@ class ValueExtractionNetwork(nn.Module):
         query_cells = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), -1).reshape(-1, 2)
         key_cells = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
         use_dropkey = train and self.dropkey_rate > 0
-        attended = _chunked_attention(
+        attended = multi_head_attention(
             q,
             k,
             v,
+            attention=self.attention,
             chunk=self.query_chunk,
             query_cells=(query_cells // self.kv_pool).astype(np.int32),
             key_cells=np.tile(key_cells, (num_refs, 1)).astype(np.int32),
