@@ -7,8 +7,9 @@ softmax over the references' windows (the first frame's window, or the whole fir
 compactness prior. The windows and their masked affinities are those of training
 (`correspondence.row_windows`, `correspondence.window_logits`); the work is processed one row of
 query tiles at a time (`lax.map`), so memory is bounded by one row of windows whatever the frame
-height (plus, with an unrestricted first frame, that row's [nTx, Q, h*w] affinities to it). The
-protocol's numbers and reference frames are in `protocol.py`.
+height (plus, with an unrestricted first frame, that row's [nTx, Q, h*w] affinities to it).
+`Propagator` runs the kernel frame after frame without waiting for the device, on maps padded to
+shape buckets. The protocol's numbers and reference frames are in `protocol.py`.
 """
 
 import collections
