@@ -67,12 +67,12 @@ def evaluate(config: ml_collections.ConfigDict) -> dict:
         if keys:
             rows = {config.encoder + ("+ven" if config.eval.use_ven else ""): summary["results"]}
             rows.update({f"{name} floor": scores for name, scores in summary["floors"].items()})
-            print(f"\n{config.benchmark} ({config.preset} preset) beside its floors:\n" + reports.comparison_table(rows, keys))
+            heading = f"\n{config.benchmark} ({config.preset} preset) beside its floors:\n"
+            print(heading + reports.comparison_table(rows, keys))
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(reports.jsonable(summary), f, indent=2)
     return summary
-
 
 
 def main(argv: list[str]) -> None:

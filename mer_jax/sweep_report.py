@@ -33,9 +33,7 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tu
     return mean, mean - float(half), mean + float(half)
 
 
-def paired_differences(
-    row: Sequence[Mapping[str, float]], baseline: Sequence[Mapping[str, float]]
-) -> np.ndarray:
+def paired_differences(row: Sequence[Mapping[str, float]], baseline: Sequence[Mapping[str, float]]) -> np.ndarray:
     """Row minus baseline per (seed, object): [pairs] float64.
 
     Args:
@@ -54,9 +52,7 @@ def _paired(row: Sequence[Mapping[str, float]], other: Sequence[Mapping[str, flo
     return {"mean": mean, "ci95": [low, high], "pairs": int(differences.size)}
 
 
-def summarise(
-    runs: Mapping[str, Sequence[Mapping]], baseline: str
-) -> dict:
+def summarise(runs: Mapping[str, Sequence[Mapping]], baseline: str) -> dict:
     """Per row and path: J&F mean over seeds with its interval, and the paired differences to the
     baseline and to each floor.
 
@@ -112,7 +108,8 @@ def format_table(summary: Mapping[str, Mapping], floors: Mapping[str, float], ba
     """Rows x paths: J&F mean [95% interval over seeds] and the paired differences to the
     baseline and to each floor [95% interval over objects x seeds], then the floors."""
     columns = ["vs " + baseline, *(f"vs {floor} floor" for floor in floors)]
-    lines = [f"{'row':12s} {'path':12s} {'J&F mean [95% CI]':>26s} " + " ".join(f"{c + ' [95% CI]':>26s}" for c in columns)]
+    header = f"{'row':12s} {'path':12s} {'J&F mean [95% CI]':>26s} "
+    lines = [header + " ".join(f"{c + ' [95% CI]':>26s}" for c in columns)]
     for row, entry in summary.items():
         for path in PATHS:
             if path in entry:

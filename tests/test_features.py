@@ -13,9 +13,7 @@ from tests.test_ven import _np_ven
 
 
 def test_ven_references_are_training_clips_clamped_at_frame_0():
-    np.testing.assert_array_equal(
-        export.ven_references(5, 2, 2), [[0, 0], [0, 0], [0, 0], [0, 1], [0, 2]]
-    )
+    np.testing.assert_array_equal(export.ven_references(5, 2, 2), [[0, 0], [0, 0], [0, 0], [0, 1], [0, 2]])
     np.testing.assert_array_equal(export.ven_references(3, 1, 1), [[0], [0], [1]])
 
 

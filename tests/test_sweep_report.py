@@ -65,7 +65,8 @@ def test_summarise_reports_means_intervals_differences_and_diagnostics(tmp_path)
     assert "trained_ven" not in summary["baseline"]
     assert summary["baseline"]["trained"]["vs_baseline"]["mean"] == 0.0
     assert motion["diagnostics"] == {
-        "flow_alpha": {"mean": pytest.approx(0.2), "ci95": pytest.approx(list(sweep_report.mean_interval([0.1, 0.3])[1:])),
+        "flow_alpha": {"mean": pytest.approx(0.2),
+                       "ci95": pytest.approx(list(sweep_report.mean_interval([0.1, 0.3])[1:])),
                        "per_seed": [0.1, 0.3]}
     }  # fmt: skip
     table = sweep_report.format_table(summary, {"copy": 0.3, "lab": 0.2}, "baseline")

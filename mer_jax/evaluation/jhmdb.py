@@ -91,4 +91,3 @@ def format_table(scores: dict) -> str:
         lines.append(f"{name:16s} {scores['per_joint']['PCK@0.1'][j]:8.4f} {scores['per_joint']['PCK@0.2'][j]:8.4f}")
     lines.append(f"{'mean':16s} {scores['PCK@0.1']:8.4f} {scores['PCK@0.2']:8.4f}")
     return "\n".join(lines)
-
