@@ -19,8 +19,9 @@ ENCODERS = ("trained", "lab")
 
 
 class TrainedEncoder:
-    """The trained MER encoder, applied `batch` frames at a time (jitted, compiled once per frame
-    size).
+    """The trained MER encoder, applied `batch` frames at a time (jitted: the encoder compiles once
+    per frame size; the VEN refinement, which indexes the whole video's features, once per frame
+    size and video length rounded up to `batch`).
 
     A model trained with flow fusion gets each frame's flow: the given one, else OpenCV DIS flow
     computed here (`flow.dis_flow`, with the training `flow_gap`). With `use_ven` it returns
