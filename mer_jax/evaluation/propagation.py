@@ -233,8 +233,8 @@ class Propagator:
         padded = (bucket(num_frames, self.frame_bucket), bucket(h, self.cell_bucket), bucket(w, self.cell_bucket))
         features = _pad_to(features[start:], padded)
         queries = features if queries is None else _pad_to(queries[start:], padded)
-        cells = np.zeros(padded[1:], bool)
-        cells[:h, :w] = True
+        # The real cells, on the device once rather than copied there with every frame's step.
+        cells = jnp.asarray(_pad_to(np.ones((h, w), bool), padded[1:]))
         buffer = jnp.zeros((*padded, bucket(num_labels, self.label_bucket)), jnp.float32)
         shape = dict(height=h, width=w, num_labels=num_labels, readout=readout)
         in_flight = collections.deque()
