@@ -77,7 +77,7 @@ def benchmark_config(benchmark: str) -> ml_collections.ConfigDict:
     fields, added by its config file, go to its evaluator).
 
     Args:
-      benchmark: 'davis', 'jhmdb' or 'ytvos' (`mer_jax.evaluate.EVALUATORS`).
+      benchmark: 'davis', 'jhmdb', 'tapvid' or 'ytvos' (`mer_jax.evaluate.EVALUATORS`).
     """
     config = ml_collections.ConfigDict()
     config.benchmark = benchmark

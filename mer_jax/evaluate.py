@@ -17,9 +17,14 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from mer_jax.evaluation import davis, features, floors, jhmdb, protocol, reports, ytvos
+from mer_jax.evaluation import davis, features, floors, jhmdb, protocol, reports, tapvid, ytvos
 
-EVALUATORS = {"davis": davis.Evaluator, "jhmdb": jhmdb.Evaluator, "ytvos": ytvos.Evaluator}
+EVALUATORS = {
+    "davis": davis.Evaluator,
+    "jhmdb": jhmdb.Evaluator,
+    "tapvid": tapvid.Evaluator,
+    "ytvos": ytvos.Evaluator,
+}
 # The fields this module uses itself (configs/propagation.py); the rest go to the evaluator.
 RUN_FIELDS = (
     "benchmark", "checkpoint", "encoder", "preset", "presets", "lab_temperature", "lab_mean", "lab_std", "output",

@@ -17,6 +17,7 @@ VARIANTS = {
     "demo.py": [None, "debug", "camouflage"],
     "davis.py": [None, "debug"],
     "jhmdb.py": [None],
+    "tapvid.py": [None],
     "ytvos_val.py": [None],
     "table4.py": [None, "demo", "camouflage", "debug"],
     "real.py": [None, "cpu", "debug"],
@@ -53,6 +54,8 @@ BENCHMARK_KEYS = flat_keys(propagation.benchmark_config("davis"))
 EVALUATION_KEYS = {
     "davis.py": BENCHMARK_KEYS | {"davis_root", "year", "subset"},
     "jhmdb.py": BENCHMARK_KEYS | {"jhmdb_root", "jhmdb_split", "jhmdb_sigma", "jhmdb_topk"},
+    "tapvid.py": BENCHMARK_KEYS
+    | {"tapvid_path", "tapvid_size", "tapvid_sigma", "tapvid_topk", "tapvid_occlusion_threshold"},
     "ytvos_val.py": BENCHMARK_KEYS | {"ytvos_root", "ytvos_max_height"},
 }
 
@@ -150,6 +153,7 @@ def test_propagation_presets_of_the_spec():
         ("davis.py", dict(davis_root="PATH/DAVIS", checkpoint="DIR", output="OUT", sequences="a,b", encoder="lab")),
         ("jhmdb.py", dict(jhmdb_root="PATH/JHMDB", preset="mer")),
         ("ytvos_val.py", dict(ytvos_root="PATH/valid", ytvos_max_height=240)),
+        ("tapvid.py", dict(tapvid_path="PATH/tapvid_davis.pkl", tapvid_occlusion_threshold=0.3)),
     ],
 )
 def test_unset_evaluation_fields_are_set_from_the_command_line(name, overrides):
@@ -161,7 +165,8 @@ def test_unset_evaluation_fields_are_set_from_the_command_line(name, overrides):
     config = flag_values.config
     assert {key: config[key] for key in overrides} == overrides
     assert config.presets.mer.topk == 5
-    unset = {"checkpoint", "output", "sequences", "davis_root", "jhmdb_root", "ytvos_root"} - set(overrides)
+    unset = {"checkpoint", "output", "sequences", "davis_root", "jhmdb_root", "ytvos_root", "tapvid_path"}
+    unset -= set(overrides)
     assert all(config[key] is None for key in unset & set(config))
 
 

@@ -48,7 +48,10 @@ class SyntheticVideo(NamedTuple):
     flow: np.ndarray
 
 
-class _Layer(NamedTuple):
+class Layer(NamedTuple):
+    """One surface of a scene (`scene_layers`): its texture moved by the rigid transform
+    T_t(c) = R(angles[t]) c + centres[t] from canonical to image (x, y) pixel coordinates."""
+
     texture: np.ndarray  # [h, w, 3] float32 RGB in [0, 255].
     origin: np.ndarray  # [2] texture (col, row) of canonical point (0, 0).
     angles: np.ndarray  # [T] rotation of the canonical frame, radians.
@@ -171,7 +174,7 @@ def _object_layer(
     shape: tuple[Callable[[np.ndarray], np.ndarray], float],
     texture: _TextureSpec,
     path: Callable[[np.random.Generator, _Scene], np.ndarray],
-) -> _Layer:
+) -> Layer:
     """Fills `shape` (radius function, bounding radius) with a new realisation of `texture`, moved along `path`
     and turning at a constant random rate (at most 0.06 rad/frame)."""
     radius, bound = shape
@@ -179,10 +182,10 @@ def _object_layer(
     image = _texture(rng, texture, 2 * extent + 1, 2 * extent + 1)
     centres = path(rng, scene)
     angles = rng.uniform(0.0, 2.0 * np.pi) + rng.uniform(-0.06, 0.06) * scene.times
-    return _Layer(image, np.full(2, float(extent)), angles, centres, radius)
+    return Layer(image, np.full(2, float(extent)), angles, centres, radius)
 
 
-def _easy_objects(rng: np.random.Generator, scene: _Scene, num_objects: int) -> list[_Layer]:
+def _easy_objects(rng: np.random.Generator, scene: _Scene, num_objects: int) -> list[Layer]:
     """Small objects (base radius 0.1-0.2 of the frame side) of other texture kinds than the background."""
     layers = []
     index = _TEXTURE_KINDS.index(scene.background.kind)
@@ -194,7 +197,7 @@ def _easy_objects(rng: np.random.Generator, scene: _Scene, num_objects: int) -> 
     return layers
 
 
-def _camouflage_objects(rng: np.random.Generator, scene: _Scene, num_objects: int) -> list[_Layer]:
+def _camouflage_objects(rng: np.random.Generator, scene: _Scene, num_objects: int) -> list[Layer]:
     """Large objects (base radius 0.15-0.28 of the frame side) textured by new realisations of the background's
     texture (same kind, colours and scale), so only their motion sets them apart; the largest at the back, so a
     small object is not hidden for long behind a large one."""
@@ -207,7 +210,7 @@ class _Kind(NamedTuple):
     """How one generator kind samples its layers (the renderer is shared)."""
 
     background_textures: tuple[str, ...]  # The background's texture kind is drawn uniformly from these.
-    sample_objects: Callable[[np.random.Generator, _Scene, int], list[_Layer]]  # Back to front.
+    sample_objects: Callable[[np.random.Generator, _Scene, int], list[Layer]]  # Back to front.
 
 
 _KINDS = {
@@ -220,7 +223,7 @@ _KINDS = {
 
 def _make_layers(
     rng: np.random.Generator, num_frames: int, height: int, width: int, num_objects: int, kind: _Kind
-) -> list[_Layer]:
+) -> list[Layer]:
     """Samples the background (first) and the objects in back-to-front order."""
     times = np.arange(num_frames, dtype=np.float64)
     # A dark, a mid and a bright colour around one random base colour: every texture has contrast,
@@ -235,7 +238,7 @@ def _make_layers(
     tex_w, tex_h = _TEXTURE_SCALE * (np.ceil(high - low).astype(int) + np.array([width, height]) + 2 * _TEXTURE_PAD)
     background = _texture_spec(rng, background_kind, palette)
     layers = [
-        _Layer(
+        Layer(
             _texture(rng, background, tex_h, tex_w),
             _TEXTURE_SCALE * (high + _TEXTURE_PAD),
             np.zeros(num_frames),
@@ -365,6 +368,18 @@ def generate_videos(seed: int, num_videos: int, **kwargs) -> list[SyntheticVideo
     """
     if seed < 0 or num_videos < 0:
         raise ValueError(f"seed and num_videos must be non-negative, got {seed} and {num_videos}")
-    return [
-        generate_video(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), **kwargs) for i in range(num_videos)
-    ]
+    return [generate_video(video_seed(seed, i), **kwargs) for i in range(num_videos)]
+
+
+def video_seed(seed: int, index: int) -> int:
+    """The seed `generate_videos(seed, ...)` renders its video `index` with."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def scene_layers(
+    seed: int, *, num_frames: int, height: int, width: int, num_objects: int = 3, kind: str = "easy"
+) -> list[Layer]:
+    """The layers, back to front (the background first), that `generate_video` renders for the same
+    seed and arguments: the layer of id k draws mask id k, and a pixel shows the frontmost layer
+    whose outline contains it (`Layer.radius`; the background contains every pixel)."""
+    return _make_layers(np.random.default_rng(seed), num_frames, height, width, num_objects, _KINDS[kind])

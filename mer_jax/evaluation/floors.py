@@ -1,8 +1,9 @@
 """The two floors every evaluation reports beside the model (docs/method.md, 'Benchmarks').
 
-`copy` holds each first-frame annotation still (`vos.CopyFirstFrame`: no features at all) and
-`lab` propagates with raw Lab pixels (`features.LabEncoder`). Both are scored by the benchmark's
-own code, so a model's number means something only where it clears them.
+`copy` holds each first-frame annotation still (`vos.CopyFirstFrame`: no features at all; TAP-Vid
+holds each query point still) and `lab` propagates with raw Lab pixels (`features.LabEncoder`).
+Both are scored by the benchmark's own code, so a model's number means something only where it
+clears them.
 """
 
 from typing import Sequence
@@ -11,7 +12,12 @@ from mer_jax.evaluation import features, vos
 
 FLOORS = ("copy", "lab")
 # The numbers each benchmark's comparison table shows (YouTube-VOS is scored by its server).
-HEADLINE_KEYS = {"davis": ("J&F-Mean", "J-Mean", "F-Mean"), "jhmdb": ("PCK@0.1", "PCK@0.2"), "ytvos": ()}
+HEADLINE_KEYS = {
+    "davis": ("J&F-Mean", "J-Mean", "F-Mean"),
+    "jhmdb": ("PCK@0.1", "PCK@0.2"),
+    "tapvid": ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy"),
+    "ytvos": (),
+}
 
 
 def floor_encoders(

@@ -1,6 +1,6 @@
 """JHMDB pose propagation benchmark: propagate the 15 joints of frame 0, report PCK.
 
-The joints become Gaussian heatmaps on the feature grid (`jhmdb_data`), propagated as soft labels
+The joints become Gaussian heatmaps on the feature grid (`heatmaps.py`), propagated as soft labels
 by the same encoder and `propagation.Propagator` as the VOS benchmarks (docs/method.md,
 'Benchmarks'), and decoded back to joints in every frame.
 """
@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import jhmdb_data, overlays, pck, propagation, protocol, reports, vos
+from mer_jax.evaluation import heatmaps, jhmdb_data, overlays, pck, propagation, protocol, reports, vos
 from mer_jax.models import encoder as encoder_lib
 
 STRIDE = encoder_lib.OUTPUT_STRIDE
@@ -60,13 +60,13 @@ class Evaluator:
             predicted = np.repeat(video.joints[:1].astype(np.float32), num_frames, axis=0)
             if not isinstance(encoder, vos.CopyFirstFrame):  # The copy floor holds the joints still.
                 keys, queries = vos.keys_and_queries(encoder(video.frames))
-                first = jhmdb_data.joints_to_heatmaps(
+                first = heatmaps.points_to_heatmaps(
                     video.joints[0], video.visible[0], height, width, stride=STRIDE, sigma=self.sigma
                 )
                 seeds = {0: (first, np.ones(first.shape[:2], bool))}
                 with tqdm.tqdm(total=num_frames, desc=name, leave=False) as bar:
                     for t, soft in propagator(keys, video.frames, seeds, bar, queries=queries):
-                        predicted[t] = jhmdb_data.heatmaps_to_joints(np.asarray(soft), height, width, STRIDE, self.topk)
+                        predicted[t] = heatmaps.heatmaps_to_points(np.asarray(soft), height, width, STRIDE, self.topk)
                 predicted[0] = video.joints[0]
             tracks.append((predicted, video.joints, video.visible))
             if self.save_overlays:

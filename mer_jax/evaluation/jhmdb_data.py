@@ -1,18 +1,14 @@
-"""JHMDB on disk and JHMDB joints as label maps: the split-1 test list, one video's frames and 2-D joints,
-and the encoding of joints into per-joint Gaussian heatmaps (plus background) on the stride-4 feature grid
-and back, used to propagate poses as soft labels (docs/method.md, 'Benchmarks').
+"""JHMDB on disk: the split-1 test list, one video's frames and 2-D joints (docs/method.md,
+'Benchmarks'); `heatmaps.py` turns the joints into label maps to propagate and back.
 
 Layout (users download it): `<root>/Rename_Images/<class>/<video>/00001.png` (320x240 RGB frames),
 `<root>/joint_positions/<class>/<video>/joint_positions.mat` (field `pos_img`, shape (2, 15, T), 1-based
 MATLAB pixel coordinates x, y) and the official split files `<root>/splits/<class>_test_split<k>.txt`
 (lines `<video>.avi <1|2>`, 2 = test).
 
-Coordinates here are 0-based (x, y) pixel centres. Feature cell i on a grid of stride s covers pixels
-[s*i, s*i + s - 1], so its centre lies at pixel s*i + (s - 1)/2; encoding and decoding both use this
-alignment, which makes decode(encode(joint)) land back on the joint.
+Coordinates here are 0-based (x, y) pixel centres.
 """
 
-import math
 import os
 import re
 from typing import NamedTuple
@@ -173,85 +169,3 @@ def read_video(root: str | os.PathLike, cls: str, video: str) -> JhmdbVideo:
     x, y = joints[..., 0], joints[..., 1]
     visible = np.isfinite(joints).all(-1) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
     return JhmdbVideo(frames=frames, joints=joints, visible=visible)
-
-
-def feature_grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
-    """Returns the (h, w) = (ceil(height / stride), ceil(width / stride)) feature grid of an image."""
-    return math.ceil(height / stride), math.ceil(width / stride)
-
-
-def joints_to_heatmaps(
-    joints: np.ndarray,
-    visible: np.ndarray,
-    height: int,
-    width: int,
-    stride: int,
-    sigma: float,
-) -> np.ndarray:
-    """Encodes joints as Gaussian heatmaps plus a background channel on the feature grid.
-
-    A joint at pixel (x, y) maps to feature coordinates ((x - (stride-1)/2) / stride, (y - (stride-1)/2) / stride)
-    (cell i covers pixels [stride*i, stride*i + stride - 1], centre stride*i + (stride-1)/2). Channel j is
-    exp(-d^2 / (2 sigma^2)) with d the distance in feature cells to joint j, so it peaks at exactly 1 when the
-    joint lies on a cell centre; channels of invisible joints are zero.
-
-    Args:
-      joints: [15, 2] 0-based (x, y) pixel coordinates.
-      visible: [15] bool.
-      height: image height in pixels.
-      width: image width in pixels.
-      stride: pixels per feature cell.
-      sigma: Gaussian standard deviation in feature cells.
-
-    Returns:
-      [h, w, 16] float32 with h = ceil(height / stride), w = ceil(width / stride); channels 0..14 are the
-      joints, channel 15 is the background clip(1 - max over joint channels, 0, 1).
-    """
-    joints = np.asarray(joints, np.float64)
-    visible = np.asarray(visible, bool)
-    if joints.shape != (NUM_JOINTS, 2) or visible.shape != (NUM_JOINTS,):
-        raise ValueError(
-            f"expected joints [{NUM_JOINTS}, 2] and visible [{NUM_JOINTS}], got {joints.shape}, {visible.shape}"
-        )
-    h, w = feature_grid_size(height, width, stride)
-    centres = (np.where(visible[:, None], joints, 0.0) - (stride - 1) / 2) / stride
-    dy2 = (np.arange(h)[:, None] - centres[None, :, 1]) ** 2  # [h, 15]
-    dx2 = (np.arange(w)[:, None] - centres[None, :, 0]) ** 2  # [w, 15]
-    maps = np.exp(-(dy2[:, None, :] + dx2[None, :, :]) / (2 * sigma**2)) * visible  # [h, w, 15]
-    background = np.clip(1.0 - maps.max(-1, keepdims=True), 0.0, 1.0)
-    return np.concatenate([maps, background], -1).astype(np.float32)
-
-
-def heatmaps_to_joints(heatmaps: np.ndarray, height: int, width: int, stride: int, topk: int) -> np.ndarray:
-    """Decodes joint positions from (propagated) heatmaps.
-
-    For each joint channel: the value-weighted mean of the feature-grid coordinates of its `topk` largest
-    values (negative values weigh 0; if all `topk` weights are 0 the plain mean of their locations), mapped
-    to pixels with the alignment of `joints_to_heatmaps` (x = stride*j + (stride-1)/2) and clipped into the
-    image. Inverts `joints_to_heatmaps` for visible joints to within 1 px; a joint within (stride-1)/2 px of
-    the image border, beyond the outermost cell centres, comes back within 1 px of the nearest such centre.
-
-    Args:
-      heatmaps: [h, w, 16] joint channels 0..14 and background channel 15 (ignored), with
-        h = ceil(height / stride), w = ceil(width / stride).
-      height: image height in pixels.
-      width: image width in pixels.
-      stride: pixels per feature cell.
-      topk: number of largest values averaged per joint.
-
-    Returns:
-      [15, 2] float32 0-based (x, y) pixel coordinates.
-    """
-    heatmaps = np.asarray(heatmaps, np.float64)
-    h, w = feature_grid_size(height, width, stride)
-    if heatmaps.shape != (h, w, NUM_JOINTS + 1):
-        raise ValueError(f"expected heatmaps [{h}, {w}, {NUM_JOINTS + 1}] for {height}x{width}, got {heatmaps.shape}")
-    flat = heatmaps[..., :NUM_JOINTS].reshape(h * w, NUM_JOINTS).T  # [15, h*w]
-    top = np.argpartition(-flat, topk - 1, axis=1)[:, :topk]  # [15, topk]
-    weights = np.maximum(np.take_along_axis(flat, top, axis=1), 0.0)
-    total = weights.sum(1, keepdims=True)
-    weights = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 1.0 / topk)
-    rows, cols = np.divmod(top, w)
-    cell_xy = np.stack([(weights * cols).sum(1), (weights * rows).sum(1)], -1)  # [15, 2]
-    xy = stride * cell_xy + (stride - 1) / 2
-    return np.clip(xy, 0.0, [width - 1, height - 1]).astype(np.float32)

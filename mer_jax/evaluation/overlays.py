@@ -31,6 +31,16 @@ class OverlayWriter:
             cv2.circle(canvas, (int(x), int(y)), 3, colour, -1)
         self._write(canvas)
 
+    def add_points(self, frame: np.ndarray, points: np.ndarray, visible: np.ndarray, ids: np.ndarray) -> None:
+        """frame: [H, W, 3] uint8 RGB; points: [N, 2] (x, y) pixels; visible: [N] bool (a filled
+        dot, else a ring); ids: [N] int, each point's colour index (the same point keeps its colour)."""
+        canvas = np.ascontiguousarray(frame)
+        for (x, y), seen, point_id in zip(np.round(points).astype(int), visible, ids):
+            hue = np.uint8((int(point_id) * 47) % 180)  # OpenCV hue range; neighbours far apart
+            rgb = cv2.cvtColor(np.array([[[hue, 255, 255]]], np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
+            cv2.circle(canvas, (int(x), int(y)), 2, tuple(int(c) for c in rgb), -1 if seen else 1)
+        self._write(canvas)
+
     def _write(self, rgb: np.ndarray) -> None:
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
