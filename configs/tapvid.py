@@ -15,12 +15,15 @@ from configs import propagation
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = propagation.benchmark_config("tapvid")
-    config.preset = "crw"
+    # The windowed CRW protocol: with the whole query frame searched (`crw`), a one-cell point
+    # label jumps to look-alike cells anywhere in it (docs/decisions.md, 'TAP-Vid').
+    config.preset = "crw_windowed"
     config.tapvid_path = config_dict.placeholder(str)  # A TAP-Vid pickle, or a folder of them.
     config.tapvid_size = 256  # Frames are resized to this square side, as the protocol does.
     config.tapvid_sigma = 0.5  # Gaussian sigma (feature cells) of the query points' heatmaps.
     config.tapvid_topk = 3  # A position is decoded from its heatmap's topk largest values.
-    # Predicted occluded where the heatmap peak, relative to the query frame's, falls below this.
+    # Predicted occluded where the cosine similarity of a point's features at its query and at its
+    # predicted position falls below this.
     config.tapvid_occlusion_threshold = 0.5
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/tapvid.py")

@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
         kind=values.kind,
     )
     tapvid_data.write_pickle(values.output, examples)
-    print(f"wrote {len(examples)} videos of {values.num_frames} frames, {values.num_points} tracks each, to {values.output}")
+    print(f"wrote {len(examples)} videos, {values.num_points} tracks each, to {values.output}")
 
 
 if __name__ == "__main__":

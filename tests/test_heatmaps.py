@@ -48,3 +48,17 @@ def test_heatmap_grid_rounds_up():
     assert maps.shape == (61, 81, J + 1)
     with pytest.raises(ValueError, match="expected heatmaps"):
         heatmaps.heatmaps_to_points(maps, 240, 320, stride=4, topk=3)
+
+
+def test_features_at_points_are_bilinear_between_cell_centres():
+    features = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
+    centre = lambda row, col: [4 * col + 1.5, 4 * row + 1.5]  # noqa: E731  (pixel of a cell centre)
+    points = np.array([centre(1, 2), [4 * 2 + 1.5 + 1.0, 4 * 1 + 1.5], [4 * 2 + 1.5 + 2.0, 4 * 1 + 1.5 + 2.0],
+                       [-3.0, -3.0], [100.0, 100.0]])  # fmt: skip
+    sampled = heatmaps.sample_features(features, points, stride=4)
+    np.testing.assert_allclose(sampled[0], features[1, 2], rtol=1e-6)
+    np.testing.assert_allclose(sampled[1], 0.75 * features[1, 2] + 0.25 * features[1, 3], rtol=1e-5)
+    halfway = (features[1, 2] + features[1, 3] + features[2, 2] + features[2, 3]) / 4
+    np.testing.assert_allclose(sampled[2], halfway, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sampled[3], features[0, 0], rtol=1e-6)  # beyond the border: the border cell
+    np.testing.assert_allclose(sampled[4], features[2, 3], rtol=1e-6)

@@ -1,6 +1,11 @@
 """Exact point tracks of the procedural videos: they agree with the renderer's independent exact flow
 and masks, and they come out in the TAP-Vid format."""
 
+import pathlib
+import pickle
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -58,3 +63,19 @@ def test_tapvid_examples_round_trip_to_pixel_tracks(tmp_path):
     np.testing.assert_array_equal(video.occluded, occluded[kept])
     frames = synthetic_video.generate_video(synthetic_video.video_seed(3, 0), **SIZE, num_objects=2).frames
     np.testing.assert_array_equal(examples["synthetic_000"]["video"], frames)
+
+
+def test_command_line_writes_a_pickle_and_keeps_an_existing_one(tmp_path):
+    output = tmp_path / "synthetic.pkl"
+    command = [sys.executable, "-m", "data_prep.synthetic_tapvid", f"--output={output}", "--num_videos=2",
+               "--num_frames=5", "--size=32", "--num_points=4", "--seed=3"]  # fmt: skip
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    completed = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    with open(output, "rb") as f:
+        written = pickle.load(f)
+    expected = synthetic_tracks.tapvid_examples(3, 2, num_points=4, num_frames=5, height=32, width=32, kind="easy")
+    assert list(written) == list(expected)
+    np.testing.assert_array_equal(written["synthetic_001"]["points"], expected["synthetic_001"]["points"])
+    again = subprocess.run(command, cwd=repo, capture_output=True, text=True, check=False)
+    assert again.returncode != 0 and "pass --overwrite" in again.stderr

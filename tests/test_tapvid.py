@@ -75,7 +75,7 @@ def test_distinct_features_hold_every_point_of_a_still_video(procedural):
     after = np.arange(FRAMES)[None, :] > still.query_frames[:, None]
     error = np.linalg.norm(held.tracks - still.tracks, axis=-1)[after]
     assert np.median(error) < 0.5 and np.percentile(error, 90) < 1.5  # the decoder's sub-cell rounding
-    np.testing.assert_allclose(held.confidence[after], 1.0, atol=1e-3)
+    assert held.confidence[after].min() > 0.8  # the features at the decoded position are the query's
     np.testing.assert_array_equal(held.occluded, ~(after | (np.arange(FRAMES)[None] == still.query_frames[:, None])))
 
 

@@ -1,4 +1,5 @@
-"""Points as label maps: Gaussian heatmaps on the feature grid, propagated as soft labels, and back.
+"""Points on the feature grid: Gaussian heatmaps propagated as soft labels and decoded back, and
+the features at a point.
 
 JHMDB propagates its 15 joints this way and TAP-Vid its query points (docs/method.md,
 'Benchmarks'). Coordinates are 0-based (x, y) pixel centres. Feature cell i on a grid of stride
@@ -89,3 +90,27 @@ def heatmaps_to_points(heatmaps: np.ndarray, height: int, width: int, stride: in
     cell_xy = np.stack([(weights * cols).sum(1), (weights * rows).sum(1)], -1)  # [N, 2]
     xy = stride * cell_xy + (stride - 1) / 2
     return np.clip(xy, 0.0, [width - 1, height - 1]).astype(np.float32)
+
+
+def sample_features(features: np.ndarray, points: np.ndarray, stride: int) -> np.ndarray:
+    """Features at points, bilinear between the cell centres of `points_to_heatmaps`' alignment.
+
+    Args:
+      features: [h, w, C] one frame's feature grid.
+      points: [N, 2] 0-based (x, y) pixel coordinates; beyond the outermost cell centres they take
+        the border cells' values.
+      stride: pixels per feature cell.
+
+    Returns:
+      [N, C] float32.
+    """
+    features = np.asarray(features, np.float32)
+    h, w = features.shape[:2]
+    cell = (np.asarray(points, np.float64) - (stride - 1) / 2) / stride
+    x, y = np.clip(cell[:, 0], 0, w - 1), np.clip(cell[:, 1], 0, h - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    ax, ay = (x - x0)[:, None], (y - y0)[:, None]
+    top = features[y0, x0] * (1 - ax) + features[y0, x1] * ax
+    bottom = features[y1, x0] * (1 - ax) + features[y1, x1] * ax
+    return (top * (1 - ay) + bottom * ay).astype(np.float32)

@@ -4,9 +4,10 @@ Each video is resized to 256x256 (`tapvid_data`) and encoded once. The points th
 frame become Gaussian heatmaps there (`heatmaps.py`, as JHMDB's joints) and are propagated as
 soft labels from that frame on by the benchmark's `propagation.Propagator`, as if the video began
 there. In every later frame a point's position is decoded from its propagated heatmap, and its
-confidence is the heatmap's peak relative to its peak in the query frame: the point is predicted
-occluded where the confidence is below `tapvid_occlusion_threshold` (docs/method.md,
-'Benchmarks'). The `copy` floor keeps every point at its query position, visible.
+match confidence is the cosine similarity between its features at the query and the frame's
+features at the decoded position: the point is predicted occluded where the confidence is below
+`tapvid_occlusion_threshold` (docs/method.md, 'Benchmarks'). The `copy` floor keeps every point
+at its query position, visible.
 """
 
 import json
@@ -39,7 +40,8 @@ class Prediction(NamedTuple):
     Attributes:
       tracks: [N, T, 2] float32 (x, y) raster coordinates (the query position up to the query frame).
       occluded: [N, T] bool (True before the query frame, False at it).
-      confidence: [N, T] float32, the heatmap peak relative to the query frame's (1 up to the query frame).
+      confidence: [N, T] float32, the match confidence: the cosine similarity of the point's
+        features at the query and at the predicted position (1 up to the query frame).
     """
 
     tracks: np.ndarray
@@ -77,25 +79,32 @@ def track_points(
         position is read).
       sigma: Gaussian sigma (feature cells) of the query heatmaps.
       topk: a position is decoded from the mean of its heatmap's topk largest values.
-      occlusion_threshold: a point is predicted occluded where its confidence is below this.
+      occlusion_threshold: a point is predicted occluded where its match confidence is below this.
     """
     prediction = stay_in_place(video)
     tracks, confidence = prediction.tracks.copy(), prediction.confidence.copy()
     height, width = video.frames.shape[1:3]
+    keys = np.asarray(features)
     for start in np.unique(video.query_frames):
         group = np.flatnonzero(video.query_frames == start)
         pixels = video.tracks[group, start] - 0.5  # raster -> pixel-centre coordinates
         first = heatmaps.points_to_heatmaps(pixels, np.ones(len(group), bool), height, width, STRIDE, sigma)
-        first_peak = first[..., :-1].max(axis=(0, 1))  # [n]
+        query_features = heatmaps.sample_features(keys[start], pixels, STRIDE)  # [n, C]
         seeds = {int(start): (first, np.ones(first.shape[:2], bool))}
         for t, soft in propagator(features, video.frames, seeds, queries=queries):
             if t == start:
                 continue
-            soft = np.asarray(soft)
-            tracks[group, t] = heatmaps.heatmaps_to_points(soft, height, width, STRIDE, topk) + 0.5
-            confidence[group, t] = soft[..., :-1].max(axis=(0, 1)) / first_peak
+            found = heatmaps.heatmaps_to_points(np.asarray(soft), height, width, STRIDE, topk)
+            tracks[group, t] = found + 0.5
+            confidence[group, t] = _cosine(query_features, heatmaps.sample_features(keys[t], found, STRIDE))
     occluded = prediction.occluded | (confidence < occlusion_threshold)
     return Prediction(tracks, occluded, confidence)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of [N, C] arrays (0 where a row is all zeros)."""
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return np.where(norms > 0, np.sum(a * b, axis=-1) / np.where(norms > 0, norms, 1.0), 0.0)
 
 
 class Evaluator:
@@ -106,8 +115,8 @@ class Evaluator:
       tapvid_size: the side the frames are resized to (the protocol's 256).
       tapvid_sigma: Gaussian sigma (feature cells) of the query points' heatmaps.
       tapvid_topk: a point is decoded from the mean of its heatmap's topk largest values.
-      tapvid_occlusion_threshold: predicted occluded where the heatmap peak, relative to the query
-        frame's, is below this.
+      tapvid_occlusion_threshold: predicted occluded where the match confidence (cosine similarity
+        of the point's features at the query and at the predicted position) is below this.
       sequences: comma-separated videos to run (None: all).
       save_overlays: also write `<output>/overlays/<video>.mp4` (predicted points drawn: filled
         where predicted visible, a ring where predicted occluded).
