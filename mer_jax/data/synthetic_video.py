@@ -382,4 +382,6 @@ def scene_layers(
     """The layers, back to front (the background first), that `generate_video` renders for the same
     seed and arguments: the layer of id k draws mask id k, and a pixel shows the frontmost layer
     whose outline contains it (`Layer.radius`; the background contains every pixel)."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, _KINDS))}, got {kind!r}")
     return _make_layers(np.random.default_rng(seed), num_frames, height, width, num_objects, _KINDS[kind])
