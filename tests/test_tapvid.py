@@ -96,7 +96,7 @@ def test_tracking_the_exact_procedural_motion_beats_staying_in_place(procedural)
                 tapvid_metrics.video_metrics(video.query_frames, video.occluded, video.tracks, p.occluded, p.tracks)
             )
     tracked, held = tapvid_metrics.mean_over_videos(tracked), tapvid_metrics.mean_over_videos(held)
-    # Measured: AJ 0.62 vs 0.515, <d_avg 0.715 vs 0.617.
+    # Measured: AJ 0.63 vs 0.515, <d_avg 0.715 vs 0.617.
     assert tracked["average_jaccard"] > held["average_jaccard"] + 0.05
     assert tracked["average_pts_within_thresh"] > held["average_pts_within_thresh"] + 0.05
 
