@@ -26,7 +26,7 @@ from absl import app, flags
 
 from configs import propagation as propagation_configs
 from mer_jax import checkpointing, export
-from mer_jax.evaluation import background, features, overlays, protocol, user_video, vos
+from mer_jax.evaluation import background, features, protocol, user_video, vos
 
 PRESETS = ("mer", "crw")
 SUMMARY = "summary.json"
@@ -80,19 +80,12 @@ def _check_checkpoint(checkpoint: str) -> None:
 
 
 def write_overlay(path: str, video: vos.Video, masks: np.ndarray, fps: float | None) -> None:
-    """Writes an MP4 of the masks [T, H', W'] over the frames [T, h, w, 3] at the frames' (processing) size.
-
-    Masks are resized to the frames by nearest sampling (ids stay ids); frames are never enlarged. An
-    odd side loses its last row or column: the MPEG-4 encoder takes even sides only.
-    """
+    """Writes an MP4 of the masks [T, H', W'] over the frames [T, h, w, 3] at the frames' (processing)
+    size: masks are resized to the frames by nearest sampling (ids stay ids), frames never enlarged."""
     height, width = video.frames.shape[1:3]
-    even_height, even_width = height - height % 2, width - width % 2
-    writer = overlays.OverlayWriter(path, even_height, even_width, **({} if fps is None else {"fps": fps}))
-    for frame, mask in zip(video.frames, masks):
-        if mask.shape != (height, width):
-            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-        writer.add_mask(frame[:even_height, :even_width], mask[:even_height, :even_width], video.palette)
-    writer.close()
+    if masks.shape[1:] != (height, width):
+        masks = np.stack([cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST) for mask in masks])
+    vos.write_overlay(path, video, masks, **({} if fps is None else {"fps": fps}))
 
 
 def _move_into_place(partial: str, output: str, replace: bool) -> None:

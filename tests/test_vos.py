@@ -2,6 +2,7 @@
 
 import os
 
+import cv2
 import numpy as np
 
 from mer_jax.evaluation import masks_io, propagation, protocol, vos
@@ -107,3 +108,22 @@ def test_copy_floor_holds_each_annotation_still_from_its_frame():
     both[late > 0] = 2
     expected = np.stack([np.zeros_like(first), first, first, both, both, both])
     np.testing.assert_array_equal(masks, expected)
+
+
+def test_overlay_of_odd_size_keeps_every_frame_at_the_even_size_below(tmp_path):
+    video, first, _ = translating_video()
+    masks = np.repeat(first[None, :31, :63], len(video.frames), axis=0)  # 63x31: both sides odd
+    vos.write_overlay(str(tmp_path / "odd.mp4"), video, masks, fps=5.0)
+    capture = cv2.VideoCapture(str(tmp_path / "odd.mp4"))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    assert capture.get(cv2.CAP_PROP_FPS) == 5.0
+    capture.release()
+    assert len(frames) == len(video.frames) and all(frame.shape == (30, 62, 3) for frame in frames)
+    # The masks are drawn where they are, over the frame cropped (not squeezed) to 62x30.
+    shown = frames[0][..., ::-1].astype(int)  # BGR -> RGB
+    frame = cv2.resize(video.frames[0], (63, 31))[:30, :62].astype(int)
+    change = np.abs(shown - frame).mean(-1)
+    inside = first[:30, :62] > 0
+    assert change[inside].mean() > change[~inside].mean() + 20

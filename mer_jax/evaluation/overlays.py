@@ -9,12 +9,17 @@ _ALPHA = 0.5
 
 
 class OverlayWriter:
-    """Writes frames with a mask or joints overlaid to an MP4 (mp4v), one frame at a time."""
+    """Writes frames with a mask, joints or points overlaid to an MP4 (mp4v), one frame at a time.
+
+    The MPEG-4 encoder takes even sides only (OpenCV otherwise writes a video narrower than its
+    frames), so an odd side loses its last row or column.
+    """
 
     def __init__(self, path: str, height: int, width: int, fps: float = 10.0):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
-        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        self._size = (height - height % 2, width - width % 2)
+        self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, self._size[::-1])
         if not self._writer.isOpened():
             raise OSError(f"OpenCV cannot write MP4 video to {path}")
 
@@ -42,7 +47,7 @@ class OverlayWriter:
         self._write(canvas)
 
     def _write(self, rgb: np.ndarray) -> None:
-        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self._writer.write(cv2.cvtColor(np.ascontiguousarray(rgb[: self._size[0], : self._size[1]]), cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         self._writer.release()

@@ -195,10 +195,5 @@ def write_overlay(path: str, video: tapvid_data.TrackedVideo, prediction: Predic
 
 def format_table(scores: dict) -> str:
     """Average Jaccard, position accuracy and occlusion accuracy per video and their mean, as a text table."""
-    columns = (("AJ", "average_jaccard"), ("<d_avg", "average_pts_within_thresh"), ("OA", "occlusion_accuracy"))
-    width = max(len("mean"), *(len(name) for name in scores["per_video"]))
-    lines = [" ".join([f"{'video':{width}s}", *(f"{title:>8s}" for title, _ in columns)])]
-    rows = [*scores["per_video"].items(), ("mean", scores)]
-    for name, values in rows:
-        lines.append(" ".join([f"{name:{width}s}", *(f"{values[key]:8.4f}" for _, key in columns)]))
-    return "\n".join(lines)
+    rows = {**scores["per_video"], "mean": scores}
+    return reports.comparison_table(rows, tapvid_metrics.KEYS[:3])

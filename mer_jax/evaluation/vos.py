@@ -207,11 +207,12 @@ def write_masks(folder: str | os.PathLike, video: Video, masks: np.ndarray) -> N
         masks_io.write_mask(os.path.join(folder, f"{name}.png"), mask, video.palette)
 
 
-def write_overlay(path: str, video: Video, masks: np.ndarray) -> None:
-    """Writes an MP4 of the masks [T, H', W'] drawn over the frames (resized to the masks' size)."""
+def write_overlay(path: str, video: Video, masks: np.ndarray, fps: float = 10.0) -> None:
+    """Writes an MP4 (`fps` frames/s) of the masks [T, H', W'] drawn over the frames (resized to
+    the masks' size)."""
     height, width = masks.shape[1:]
     palette = video.palette if video.palette is not None else masks_io.davis_palette()
-    writer = overlays.OverlayWriter(path, height, width)
+    writer = overlays.OverlayWriter(path, height, width, fps)
     for frame, mask in zip(video.frames, masks):
         if frame.shape[:2] != (height, width):
             frame = cv2.resize(frame, (width, height))
