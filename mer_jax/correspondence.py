@@ -63,22 +63,36 @@ def pad_for_windows(x: jax.Array, radius: int, tile: int) -> jax.Array:
     return jnp.pad(x, pad)
 
 
-def row_windows(padded: jax.Array, row: int | jax.Array, radius: int, tile: int) -> jax.Array:
-    """Cuts the windows of one row of query tiles.
+def row_windows(
+    padded: jax.Array,
+    row: int | jax.Array,
+    radius: int,
+    tile: int,
+    first_tile: int | jax.Array = 0,
+    count: int | None = None,
+) -> jax.Array:
+    """Cuts the windows of one row of query tiles, or of `count` consecutive tiles of it.
 
     Args:
       padded: [..., Hp, Wp, D] maps from `pad_for_windows`.
       row: the tile row (a Python int or a traced scalar).
+      first_tile: the first tile of the row to cut (a Python int or a traced scalar).
+      count: how many tiles (None: the whole row; static).
 
     Returns:
-      [..., nTx, S*S, D] with S = tile + 2 radius: tile (row, x) sees padded rows
-      [row tile, row tile + S) and cols [x tile, x tile + S), flattened row-major.
+      [..., n, S*S, D] with S = tile + 2 radius and n = count (or nTx): tile (row, x) sees padded
+      rows [row tile, row tile + S) and cols [x tile, x tile + S), flattened row-major.
     """
     span = tile + 2 * radius
-    nx = (padded.shape[-2] - 2 * radius) // tile
-    strip = jax.lax.dynamic_slice_in_dim(padded, row * tile, span, axis=padded.ndim - 3)  # [..., S, Wp, D]
-    cols = np.arange(nx)[:, None] * tile + np.arange(span)[None, :]  # [nTx, S]
-    windows = jnp.moveaxis(strip[..., cols, :], -4, -3)  # [..., nTx, S, S, D]
+    n = (padded.shape[-2] - 2 * radius) // tile if count is None else count
+    lead = padded.ndim - 3
+    strip = jax.lax.dynamic_slice(  # [..., S, (n - 1) tile + S, D]
+        padded,
+        (0,) * lead + (row * tile, first_tile * tile, 0),
+        padded.shape[:lead] + (span, (n - 1) * tile + span, padded.shape[-1]),
+    )
+    cols = np.arange(n)[:, None] * tile + np.arange(span)[None, :]  # [n, S]
+    windows = jnp.moveaxis(strip[..., cols, :], -4, -3)  # [..., n, S, S, D]
     return windows.reshape(*windows.shape[:-3], span * span, windows.shape[-1])
 
 

@@ -9,7 +9,7 @@ from a cluster manager (SLURM, Open MPI, Kubernetes, Cloud TPU) with `auto`.
 import os
 
 import jax
-from absl import logging
+from absl import flags, logging
 
 ENV_ADDRESS, ENV_COUNT, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 
@@ -22,6 +22,19 @@ def _env_int(name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
+
+
+def define_flags() -> None:
+    """Defines the absl flags `initialize` takes: --coordinator_address, --num_processes,
+    --process_id and --distributed_auto (call it in a command's `__main__`, before `app.run`)."""
+    flags.DEFINE_string(
+        "coordinator_address", None, "Multi-process runs: HOST:PORT of process 0 (or $JAX_COORDINATOR_ADDRESS)."
+    )
+    flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes (or $JAX_NUM_PROCESSES).")
+    flags.DEFINE_integer(
+        "process_id", None, "Multi-process runs: this process, 0..num_processes-1 (or $JAX_PROCESS_ID)."
+    )
+    flags.DEFINE_bool("distributed_auto", False, "Detect the multi-process job from SLURM, Open MPI, K8s or Cloud TPU.")
 
 
 def initialize(

@@ -8,15 +8,22 @@ evaluator then scores the two floors (`floors.py`: copy, lab) into `<output>/flo
 `<output>/summary.json` holds {"results": the model's numbers, "floors": {"copy": ..., "lab": ...}}
 and a table prints them side by side. Every other field of the config is the evaluator's own and
 is passed to it unchanged.
+
+Each evaluator splits its videos over every device of the run (`evaluation/video_shards.py`):
+the local devices, and the processes of a multi-process job started with the training flags
+(`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`, see `distributed.py`). Each
+process writes its own videos' files; process 0 alone writes the merged results and prints.
 """
 
 import json
 import os
 
+import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from mer_jax import distributed
 from mer_jax.evaluation import davis, features, floors, jhmdb, protocol, reports, tapvid, ytvos
 
 EVALUATORS = {
@@ -43,7 +50,8 @@ def output_dir(config: ml_collections.ConfigDict) -> str:
 
 
 def evaluate(config: ml_collections.ConfigDict) -> dict:
-    """Runs the configured benchmark (and its floors); returns {"results": ..., "floors": ...}."""
+    """Runs the configured benchmark (and its floors); returns {"results": ..., "floors": ...} on
+    every process (process 0 writes summary.json and prints the table)."""
     if config.benchmark not in EVALUATORS:
         raise ValueError(f"benchmark must be one of {sorted(EVALUATORS)}, got {config.benchmark!r}")
     if config.preset not in config.presets:
@@ -68,12 +76,14 @@ def evaluate(config: ml_collections.ConfigDict) -> dict:
                 summary["floors"][name] = summary["results"]
                 continue
             summary["floors"][name] = evaluator.run(floor, lab_preset, os.path.join(output, "floors", name))
-        keys = floors.HEADLINE_KEYS[config.benchmark]
-        if keys:
-            rows = {config.encoder + ("+ven" if config.eval.use_ven else ""): summary["results"]}
-            rows.update({f"{name} floor": scores for name, scores in summary["floors"].items()})
-            heading = f"\n{config.benchmark} ({config.preset} preset) beside its floors:\n"
-            print(heading + reports.comparison_table(rows, keys))
+    if jax.process_index() != 0:  # Process 0 writes and prints the merged results.
+        return summary
+    keys = floors.HEADLINE_KEYS[config.benchmark]
+    if config.floors and keys:
+        rows = {config.encoder + ("+ven" if config.eval.use_ven else ""): summary["results"]}
+        rows.update({f"{name} floor": scores for name, scores in summary["floors"].items()})
+        heading = f"\n{config.benchmark} ({config.preset} preset) beside its floors:\n"
+        print(heading + reports.comparison_table(rows, keys))
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(reports.jsonable(summary), f, indent=2)
@@ -83,10 +93,13 @@ def evaluate(config: ml_collections.ConfigDict) -> dict:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    evaluate(flags.FLAGS.config)
+    f = flags.FLAGS
+    distributed.initialize(f.coordinator_address, f.num_processes, f.process_id, auto=f.distributed_auto)
+    evaluate(f.config)
 
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Evaluation config file.", lock_config=True)
+    distributed.define_flags()
     flags.mark_flags_as_required(["config"])
     app.run(main)

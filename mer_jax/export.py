@@ -46,7 +46,7 @@ def restore_variables(workdir: str) -> tuple[dict, ml_collections.ConfigDict, in
         checkpointer.close()
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train first")
     _, init_fn, _ = train_state.make_initializer(config, total_steps=1)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # This process's (multi-process runs)
     state = checkpointer.restore_or_init(init_fn, checkpointing.with_sharding(jax.eval_shape(init_fn), device))
     checkpointer.close()
     return {"params": state.params, "batch_stats": state.batch_stats}, config, step

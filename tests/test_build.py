@@ -244,6 +244,7 @@ def copy_floor_j_mean(davis):
     return float(np.mean(values))
 
 
+@pytest.mark.slow
 def test_training_runs_from_a_built_dataset_and_scores_davis_with_both_floors(tmp_path, capsys):
     """configs/real.py:debug: trains from a dataset built from clips, then the DAVIS J&F of the
     trained encoder, its VEN path and both floors reach TensorBoard; the copy floor's J-Mean is a

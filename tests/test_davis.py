@@ -173,6 +173,7 @@ def test_csvs_and_json(davis2017_scored, tmp_path):
     assert "J&F-Mean" in table and "alpha_2" in table
 
 
+@pytest.mark.slow
 def test_cli(davis2017_scored, tmp_path):
     tmp, scores, _ = davis2017_scored
     json_path = tmp_path / "out" / "scores.json"
@@ -288,6 +289,7 @@ def test_davis2016_grey_masks(tmp_path):
 # ----------------------------------------------------------------------------- real samples
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="shared DAVIS-2016 sample data not present")
 def test_real_davis2016_sample(tmp_path):
     annotations = SAMPLE_ROOT / "Annotations" / "480p"

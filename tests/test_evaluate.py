@@ -83,6 +83,7 @@ def test_davis_lab_propagation_writes_official_results(davis_root, tmp_path, pre
     assert copy["per_object"]["seq0_1"]["J-Mean"] < 1.0
 
 
+@pytest.mark.slow
 def test_trained_encoder_from_workdir_and_overlays(davis_root, trained_workdir, tmp_path):
     config = small(davis_config.get_config())
     config.update(
@@ -255,6 +256,7 @@ def test_jhmdb_propagates_joints_and_reports_pck(tmp_path):
     assert scores["PCK@0.2"] == 1.0  # Joints decode within ~1 px of where they were put.
 
 
+@pytest.mark.slow
 def test_evaluate_command_line(davis_root, tmp_path):
     command = [
         sys.executable, "-m", "mer_jax.evaluate", "--config=configs/davis.py:debug",

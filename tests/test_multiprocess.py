@@ -76,6 +76,7 @@ def assert_trees_close(a, b):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
     assert len(jax.devices()) >= 2, "tests/conftest.py should provide 2 host devices"
     data_dir = build_dataset(str(tmp_path / "data"))

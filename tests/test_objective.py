@@ -194,6 +194,7 @@ def test_every_switch_combination_traces(flags):
     assert ("ven" in state.params) == flags[SWITCHES.index("use_ven")]
 
 
+@pytest.mark.slow
 def test_memory_bank_fills_with_other_batches_and_is_checkpointed(tmp_path):
     config = config_with(use_pos_neg=True)
     state = train.train_and_evaluate(config, str(tmp_path))

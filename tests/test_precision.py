@@ -40,6 +40,7 @@ def one_step(config, batch):
     return state, metrics, loss_fn, init_fn
 
 
+@pytest.mark.slow
 def test_bfloat16_step_matches_float32_within_tolerance_and_keeps_float32_state():
     batch = clip_batch(debug_config())
     f32_state, f32_metrics, _, init_fn = one_step(debug_config(), batch)
@@ -75,6 +76,7 @@ def test_bfloat16_convolutions_and_float32_softmax():
     assert exps and not any("bf16" in line for line in exps)  # softmaxes stay float32
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_gradients_and_parameter_tree():
     batch = clip_batch(debug_config())
     plain_state, plain_metrics, plain_loss, init_fn = one_step(debug_config(), batch)

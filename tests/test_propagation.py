@@ -76,14 +76,28 @@ PRESETS = {
         tile=3,
     ),
     "plain": protocol.Preset(radius=4, window="square", temperature=0.3, topk=None, tile=8),
+    # Top-k and the compactness prior together: the prior's best matches are the top-k's first.
+    "topk_compact": protocol.Preset(
+        context="mer",
+        radius=2,
+        temperature=0.5,
+        topk=6,
+        normalize=False,
+        compactness=True,
+        compactness_min_prob=0.05,
+        tile=2,
+    ),  # fmt: skip
 }
 
 
+@pytest.mark.parametrize("tiles_per_step", [None, 1, 3])
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_propagate_frame_matches_dense_reference(name):
+def test_propagate_frame_matches_dense_reference(name, tiles_per_step):
+    """Whatever the number of tiles per step (3 leaves a partial step at the end of each row of
+    tiles for every preset's tile)."""
     preset = PRESETS[name]
     query, keys, labels, valid = random_case(sorted(PRESETS).index(name))
-    got = np.asarray(propagation.propagate_frame(query, keys, labels, valid, preset))
+    got = np.asarray(propagation.propagate_frame(query, keys, labels, valid, preset, tiles_per_step=tiles_per_step))
     want = dense_propagate(query, keys, labels, valid, preset)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
@@ -205,24 +219,29 @@ def test_propagator_carries_soft_labels_through_a_static_sequence():
         np.testing.assert_allclose(np.asarray(soft), first, atol=1e-5)
 
 
-def test_memory_is_one_row_of_tiles_whatever_the_frame_height():
-    """The largest array built anywhere is one tile row's logits, for 2 or 12 rows of tiles."""
-
+@pytest.mark.parametrize("tiles_per_step", [2, 4])
+def test_memory_is_one_step_of_tiles_whatever_the_frame_height(tiles_per_step):
+    """The largest array built anywhere is one step's logits, for 2 or 12 rows of 4 tiles (2
+    features and 1 label, so that the padded input maps stay smaller)."""
     preset = protocol.Preset(radius=3, topk=None, tile=4)
-    largest = {}
+    largest = set()
     for height in (8, 48):
-        query, keys, labels, valid = random_case(0, m=3, h=height, w=16, c=4)
-        jaxpr = jax.make_jaxpr(lambda *a: propagation.propagate_frame(*a, preset))(query, keys, labels, valid)
-        largest[height] = jaxpr_sizes.largest_intermediate(jaxpr.jaxpr)
-    row_logits = 4 * 16 * 3 * 10**2  # [nTx, Q, M, K] with nTx = 4, Q = 16, K = (4 + 2 * 3)^2
-    assert largest[48] == largest[8] == row_logits
+        query, keys, labels, valid = random_case(0, m=3, h=height, w=16, c=2, num_labels=1)
+        jaxpr = jax.make_jaxpr(lambda *a: propagation.propagate_frame(*a, preset, tiles_per_step=tiles_per_step))(
+            query, keys, labels, valid
+        )
+        largest.add(jaxpr_sizes.largest_intermediate(jaxpr.jaxpr))
+    step_logits = tiles_per_step * 16 * 3 * 10**2  # [n, Q, M, K] with Q = 16, K = (4 + 2 * 3)^2
+    assert largest == {step_logits}
 
 
 @pytest.mark.parametrize("height", [8, 48])
-def test_memory_with_an_unrestricted_first_frame_is_one_row_of_tiles(height):
-    """The largest array is one tile row's logits: to the whole first frame or to M - 1 windows."""
+def test_memory_with_an_unrestricted_first_frame_is_one_step_of_tiles(height):
+    """The largest array is one step's logits: to the whole first frame or to M - 1 windows."""
     preset = protocol.Preset(radius=3, first_frame_window=False, topk=4, tile=4)
     query, keys, labels, valid = random_case(0, m=3, h=height, w=16, c=4)
-    jaxpr = jax.make_jaxpr(lambda *a: propagation.propagate_frame(*a, preset))(query, keys, labels, valid)
-    first_frame, windows = 4 * 16 * height * 16, 4 * 16 * 2 * 10**2  # [nTx, Q, h*w], [nTx, Q, M - 1, K]
+    jaxpr = jax.make_jaxpr(lambda *a: propagation.propagate_frame(*a, preset, tiles_per_step=2))(
+        query, keys, labels, valid
+    )
+    first_frame, windows = 2 * 16 * height * 16, 2 * 16 * 2 * 10**2  # [n, Q, h*w], [n, Q, M - 1, K]
     assert jaxpr_sizes.largest_intermediate(jaxpr.jaxpr) == max(first_frame, windows)

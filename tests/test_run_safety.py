@@ -43,6 +43,7 @@ def test_a_lock_from_another_host_is_stale_only_without_heartbeat(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_workdir_the_second_stops_at_once(tmp_path):
     command = [sys.executable, "-m", "mer_jax.train", "--config=configs/demo.py:debug", f"--workdir={tmp_path}"]
     first = subprocess.Popen([*command, "--config.num_train_steps=400"], cwd=REPO, env=ENV, stderr=subprocess.PIPE)
@@ -60,6 +61,7 @@ def test_two_runs_on_one_workdir_the_second_stops_at_once(tmp_path):
         first.wait()
 
 
+@pytest.mark.slow
 def test_resuming_with_changed_fields_is_refused_listing_them(tmp_path):
     train.train_and_evaluate(debug_config(), str(tmp_path))
     changed = debug_config(batch_size=2)
@@ -70,6 +72,7 @@ def test_resuming_with_changed_fields_is_refused_listing_them(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 4  # Not overwritten.
 
 
+@pytest.mark.slow
 def test_more_steps_need_the_flag_and_every_start_is_in_the_history(tmp_path):
     train.train_and_evaluate(debug_config(), str(tmp_path))
     longer = debug_config(num_train_steps=6, log_every_steps=3)
@@ -83,6 +86,7 @@ def test_more_steps_need_the_flag_and_every_start_is_in_the_history(tmp_path):
     assert stored["history"][1]["changed"] == {"log_every_steps": [2, 3], "num_train_steps": [4, 6]}
 
 
+@pytest.mark.slow
 def test_an_update_that_explodes_the_parameters_is_never_saved(tmp_path):
     """lr 1e6: the update is finite, the state it makes is not (its own loss is non-finite)."""
     config = debug_config(checkpoint_every_steps=1)

@@ -9,6 +9,7 @@ from configs import table4
 from mer_jax import sweep
 
 
+@pytest.mark.slow
 def test_sweep_trains_rows_times_seeds_and_reports(tmp_path):
     config = table4.get_config("debug")
     config.sweep.only = "baseline,all"

@@ -272,6 +272,7 @@ def run_cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_command_line(davis_root, tmp_path):
     output = tmp_path / "out"
     completed = run_cli(
@@ -299,6 +300,7 @@ def test_command_line(davis_root, tmp_path):
 # ----------------------------------------------------------------------------- real DAVIS sample
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason="shared DAVIS-2016 sample data not present")
 def test_real_davis_sample_equals_the_davis_evaluator(tmp_path):
     """The first 3 frames of blackswan (854x480, grey 0/255 masks) at the evaluation's own `mer` preset."""

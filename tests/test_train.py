@@ -54,6 +54,7 @@ def assert_trees_close(a, b, rtol, atol):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_scalars_and_config(tmp_path):
     state = train.train_and_evaluate(debug_config(), str(tmp_path))
     assert int(state.step) == 4
@@ -72,6 +73,7 @@ def test_training_writes_checkpoints_scalars_and_config(tmp_path):
         assert scalars[f"diagnostics/{key}"][4] == pytest.approx(value, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path):
     config = debug_config(num_train_steps=6)
     uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
@@ -87,6 +89,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path):
         assert_trees_close(params_of(different_seed), params_of(uninterrupted), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_one_and_two_devices_give_the_same_loss_curve(tmp_path):
     assert len(jax.devices()) >= 2, "tests/conftest.py should provide 2 host devices"
     config = debug_config()
@@ -113,6 +116,7 @@ def test_missing_ytvos_data_names_location_and_command(tmp_path):
     assert "python -m data_prep.build --dataset=ytvos" in str(error.value)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step(tmp_path):
     config = debug_config()
     config.loss.loss_scale = float("nan")
@@ -145,6 +149,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_is_not_applied():
     assert bool(finite) and not np.allclose(np.asarray(state.params["w"]), [0.25, 0.5])
 
 
+@pytest.mark.slow
 def test_a_non_finite_gradient_stops_training_before_saving(tmp_path, monkeypatch):
     """Step 1's loss is finite and its gradient NaN: the run stops naming step 1, nothing saved."""
     from_config = objective.from_config
@@ -169,6 +174,7 @@ def test_a_non_finite_gradient_stops_training_before_saving(tmp_path, monkeypatc
     assert not os.listdir(tmp_path / "checkpoints")
 
 
+@pytest.mark.slow
 def test_demo_ends_with_both_paths_and_the_floors(tmp_path, capsys):
     config = debug_config()
     config.evals.synthetic.at_end = True
@@ -214,6 +220,7 @@ def test_paper_config_train_step_traces_at_full_size():
     assert metrics.loss.total.shape == ()
 
 
+@pytest.mark.slow
 def test_command_line_train_override_and_export(tmp_path):
     workdir, exported = tmp_path / "work", tmp_path / "export"
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")

@@ -12,15 +12,18 @@ them (docs/method.md, 'Benchmarks').
 """
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
 import warnings
+from typing import Iterator
 
+import jax
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import background, davis_data, davis_metrics, protocol, vos
+from mer_jax.evaluation import background, davis_data, davis_metrics, protocol, video_shards, vos
 
 GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 OBJECT_KEYS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
@@ -95,18 +98,38 @@ def score(
     for sequence in tqdm.tqdm(
         sequences or davis_data.read_sequence_list(davis_root, year, subset), desc="DAVIS sequences", unit="seq"
     ):
-        gt_ids, _, frame_names = davis_data.read_ground_truth(davis_root, sequence, year)
-        num_objects = int(gt_ids[0].max())
-        pred_ids = np.zeros_like(gt_ids)
-        pred_ids[1:-1] = davis_data.read_results(
-            results_dir, sequence, frame_names[1:-1], gt_ids.shape[1:], binary=year == "2016"
-        )
-        # The official semi-supervised scoring passes no void mask: void pixels are plain background.
-        frames = davis_metrics.evaluate_sequence(gt_ids, pred_ids, None, num_objects, name=sequence)
-        for k in range(num_objects):
-            j_stats = davis_metrics.statistics(frames["J"][k])
-            f_stats = davis_metrics.statistics(frames["F"][k])
-            per_object[f"{sequence}_{k + 1}"] = dict(zip(OBJECT_KEYS, j_stats + f_stats))
+        per_object.update(score_sequence(davis_root, results_dir, sequence, year))
+    return summarize(per_object)
+
+
+def score_sequence(
+    davis_root: str | pathlib.Path, results_dir: str | pathlib.Path, sequence: str, year: str
+) -> dict[str, dict[str, float]]:
+    """One sequence's objects scored as `score` scores them.
+
+    Returns:
+        "<sequence>_<object id>" -> OBJECT_KEYS -> number, for objects 1..N (N the largest id of
+        the first annotation), in id order.
+    """
+    gt_ids, _, frame_names = davis_data.read_ground_truth(davis_root, sequence, year)
+    num_objects = int(gt_ids[0].max())
+    pred_ids = np.zeros_like(gt_ids)
+    pred_ids[1:-1] = davis_data.read_results(
+        results_dir, sequence, frame_names[1:-1], gt_ids.shape[1:], binary=year == "2016"
+    )
+    # The official semi-supervised scoring passes no void mask: void pixels are plain background.
+    frames = davis_metrics.evaluate_sequence(gt_ids, pred_ids, None, num_objects, name=sequence)
+    per_object = {}
+    for k in range(num_objects):
+        j_stats = davis_metrics.statistics(frames["J"][k])
+        f_stats = davis_metrics.statistics(frames["F"][k])
+        per_object[f"{sequence}_{k + 1}"] = dict(zip(OBJECT_KEYS, j_stats + f_stats))
+    return per_object
+
+
+def summarize(per_object: dict[str, dict[str, float]]) -> Scores:
+    """The scores of objects ("<sequence>_<object id>" -> OBJECT_KEYS -> number, in sequence-list
+    order): each global number the plain mean over the objects, J&F-Mean (J-Mean + F-Mean) / 2."""
     global_scores = {key: _mean_over_objects([obj[key] for obj in per_object.values()]) for key in OBJECT_KEYS}
     global_scores["J&F-Mean"] = (global_scores["J-Mean"] + global_scores["F-Mean"]) / 2
     return Scores({key: global_scores[key] for key in GLOBAL_KEYS}, per_object)
@@ -232,18 +255,36 @@ class Evaluator:
             self.sequences = wanted
 
     def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict[str, float]:
-        """Writes the results, the CSVs and results.json into output_dir; returns the global scores."""
+        """Writes the results, the CSVs and results.json into output_dir; returns the global scores.
+
+        The sequences are split over the run's devices and processes (`video_shards`): each
+        process writes and scores its own sequences' masks; process 0 writes the CSVs and
+        results.json and prints the table. Every process returns the global scores.
+        """
         output = pathlib.Path(output_dir)
-        videos = (davis_data.read_video(self.root, sequence, self.year) for sequence in self.sequences)
-        with background.Writer() as writer:  # PNGs written while the next sequence is segmented
-            for video, masks in vos.segment_videos(videos, encoder, preset, desc="DAVIS sequences"):
-                writer.submit(vos.write_masks, output / video.name, video, masks)
-                if self.save_overlays:
-                    writer.submit(vos.write_overlay, str(output / "overlays" / f"{video.name}.mp4"), video, masks)
-        scores = score(self.root, output, self.year, self.subset, sequences=self.sequences)
-        write_csvs(scores, output, self.subset)
-        (output / "results.json").write_text(json.dumps(scores.as_dict(), indent=2))
-        print(format_table(scores, self.subset))
+
+        def segment_and_score(share: video_shards.Share, videos: Iterator[vos.Video]) -> list[dict]:
+            sequences = []
+            with background.Writer() as writer:  # PNGs written while the next sequence is segmented
+                for video, masks in vos.segment_videos(videos, encoder, preset, desc="DAVIS sequences" + share.label):
+                    sequences.append(video.name)
+                    writer.submit(vos.write_masks, output / video.name, video, masks)
+                    if self.save_overlays:
+                        writer.submit(vos.write_overlay, str(output / "overlays" / f"{video.name}.mp4"), video, masks)
+            return [
+                score_sequence(self.root, output, sequence, self.year)
+                for sequence in tqdm.tqdm(sequences, desc="DAVIS scoring" + share.label, unit="seq")
+            ]
+
+        readers = [functools.partial(davis_data.read_video, self.root, s, self.year) for s in self.sequences]
+        per_object = {}
+        for objects in video_shards.map_videos(readers, segment_and_score):
+            per_object.update(objects)
+        scores = summarize(per_object)
+        if jax.process_index() == 0:
+            write_csvs(scores, output, self.subset)
+            (output / "results.json").write_text(json.dumps(scores.as_dict(), indent=2))
+            print(format_table(scores, self.subset))
         return scores.global_scores
 
 

@@ -4,6 +4,7 @@ Both are `vos.FrameEncoder`s (docs/method.md, 'Label propagation'): uint8 RGB fr
 [T, H, W, 3] -> features [T, ceil(H/4), ceil(W/4), C] at the encoder's output stride.
 """
 
+import threading
 from typing import Callable, Sequence
 
 import jax
@@ -34,24 +35,47 @@ class TrainedEncoder:
         if use_ven and not model.model.use_ven:
             raise ValueError("eval.use_ven=True needs a model trained with a VEN (model.use_ven=True)")
         self.model, self.batch, self.use_ven = model, batch, use_ven
-        self._embed = jax.jit(lambda frames, flow: export.embed(model, frames, flow))
-        self._refine = jax.jit(
-            lambda features, target, refs: export.ven_refine(model, features[target], features[refs])
+        self._placed: dict[jax.Device, dict] = {}  # The variables on each device used so far.
+        self._lock = threading.Lock()
+        self._embed = jax.jit(
+            lambda variables, frames, flow: export.embed(model._replace(variables=variables), frames, flow)
         )
+        self._refine = jax.jit(
+            lambda variables, features, target, refs: export.ven_refine(
+                model._replace(variables=variables), features[target], features[refs]
+            )
+        )
+
+    def _variables(self) -> dict:
+        """The model's variables on the device computations run on: JAX's default device (which
+        `video_shards` sets for each device's worker), else the process's first device. Copied
+        there once per device, so each device embeds with its own copy."""
+        device = jax.config.jax_default_device
+        if not isinstance(device, jax.Device):  # None, or a platform name
+            device = jax.local_devices()[0]
+        with self._lock:
+            if device not in self._placed:
+                self._placed[device] = jax.device_put(self.model.variables, device)
+            return self._placed[device]
 
     def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array | vos.RefinedFeatures:
         if not self.model.model.use_flow:
             flow = None
         elif flow is None:
             flow = flow_lib.dis_flow(frames, self.model.config.data.flow_gap)
+        variables = self._variables()
         num_frames = len(frames)
-        features = in_batches(self._embed, self.batch, frames, flow)  # [T rounded up to a batch, h, w, C]
+        # [T rounded up to a batch, h, w, C]
+        features = in_batches(lambda *chunk: self._embed(variables, *chunk), self.batch, frames, flow)
         if not self.use_ven:
             return features[:num_frames]
         data = self.model.config.data
         references = export.ven_references(num_frames, data.num_refs, min(data.frame_gaps))
         queries = in_batches(
-            lambda target, refs: self._refine(features, target, refs), self.batch, np.arange(num_frames), references
+            lambda target, refs: self._refine(variables, features, target, refs),
+            self.batch,
+            np.arange(num_frames),
+            references,
         )
         return vos.RefinedFeatures(features[:num_frames], queries[:num_frames])
 

@@ -5,16 +5,36 @@ by the same encoder and `propagation.Propagator` as the VOS benchmarks (docs/met
 'Benchmarks'), and decoded back to joints in every frame.
 """
 
+import functools
 import json
 import os
+from typing import Iterator
 
+import jax
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import heatmaps, jhmdb_data, overlays, pck, propagation, protocol, reports, vos
+from mer_jax.evaluation import (
+    heatmaps,
+    jhmdb_data,
+    overlays,
+    pck,
+    propagation,
+    protocol,
+    reports,
+    video_shards,
+    vos,
+)
 from mer_jax.models import encoder as encoder_lib
 
 STRIDE = encoder_lib.OUTPUT_STRIDE
+
+NamedVideo = tuple[str, str, jhmdb_data.JhmdbVideo]  # (class, video name, the video)
+
+
+def _read_named_video(root: str, cls: str, name: str) -> NamedVideo:
+    """The test video `cls`/`name` with its class and name (for its overlay's file name)."""
+    return cls, name, jhmdb_data.read_video(root, cls, name)
 
 
 class Evaluator:
@@ -51,37 +71,59 @@ class Evaluator:
         self.sigma, self.topk, self.save_overlays = jhmdb_sigma, jhmdb_topk, save_overlays
 
     def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict:
-        """Propagates every video; writes jhmdb_results.json (and overlays); returns the PCK dict."""
+        """Propagates every video; writes jhmdb_results.json (and overlays); returns the PCK dict.
+
+        The videos are split over the run's devices and processes (`video_shards`), each process
+        writing its own videos' overlays; PCK pools every video's frames in the split's order,
+        and process 0 writes the JSON and prints the table.
+        """
         propagator = propagation.Propagator(preset)
-        tracks = []
-        for cls, name in tqdm.tqdm(self.videos, desc="jhmdb videos"):
-            video = jhmdb_data.read_video(self.root, cls, name)
-            num_frames, height, width = video.frames.shape[:3]
-            predicted = np.repeat(video.joints[:1].astype(np.float32), num_frames, axis=0)
-            if not isinstance(encoder, vos.CopyFirstFrame):  # The copy floor holds the joints still.
-                keys, queries = vos.keys_and_queries(encoder(video.frames))
-                first = heatmaps.points_to_heatmaps(
-                    video.joints[0], video.visible[0], height, width, stride=STRIDE, sigma=self.sigma
-                )
-                seeds = {0: (first, np.ones(first.shape[:2], bool))}
-                with tqdm.tqdm(total=num_frames, desc=name, leave=False) as bar:
-                    for t, soft in propagator(keys, video.frames, seeds, bar, queries=queries):
-                        predicted[t] = heatmaps.heatmaps_to_points(np.asarray(soft), height, width, STRIDE, self.topk)
-                predicted[0] = video.joints[0]
-            tracks.append((predicted, video.joints, video.visible))
-            if self.save_overlays:
-                writer = overlays.OverlayWriter(
-                    os.path.join(output_dir, "overlays", f"{cls}_{name}.mp4"), height, width
-                )
-                for frame, joints in zip(video.frames, predicted):
-                    writer.add_joints(frame, joints)
-                writer.close()
-        scores = pck.pck_for_videos(tracks)
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "jhmdb_results.json"), "w") as f:
-            json.dump(reports.jsonable(scores), f, indent=2)
-        print(format_table(scores))
+
+        def track(share: video_shards.Share, videos: Iterator[NamedVideo]) -> Iterator[tuple]:
+            for cls, name, video in tqdm.tqdm(videos, desc="jhmdb videos" + share.label):
+                predicted = self._track(encoder, propagator, name, video)
+                if self.save_overlays:
+                    height, width = video.frames.shape[1:3]
+                    writer = overlays.OverlayWriter(
+                        os.path.join(output_dir, "overlays", f"{cls}_{name}.mp4"), height, width
+                    )
+                    for frame, joints in zip(video.frames, predicted):
+                        writer.add_joints(frame, joints)
+                    writer.close()
+                yield predicted, video.joints, video.visible
+
+        readers = [functools.partial(_read_named_video, self.root, cls, name) for cls, name in self.videos]
+        scores = pck.pck_for_videos(video_shards.map_videos(readers, track))
+        if jax.process_index() == 0:
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, "jhmdb_results.json"), "w") as f:
+                json.dump(reports.jsonable(scores), f, indent=2)
+            print(format_table(scores))
         return scores
+
+    def _track(
+        self,
+        encoder: vos.FrameEncoder | vos.CopyFirstFrame,
+        propagator: propagation.Propagator,
+        name: str,
+        video: jhmdb_data.JhmdbVideo,
+    ) -> np.ndarray:
+        """The predicted joints [T, 15, 2] of one video (frame 0 its annotation; the copy floor
+        holds them still)."""
+        num_frames, height, width = video.frames.shape[:3]
+        predicted = np.repeat(video.joints[:1].astype(np.float32), num_frames, axis=0)
+        if isinstance(encoder, vos.CopyFirstFrame):
+            return predicted
+        keys, queries = vos.keys_and_queries(encoder(video.frames))
+        first = heatmaps.points_to_heatmaps(
+            video.joints[0], video.visible[0], height, width, stride=STRIDE, sigma=self.sigma
+        )
+        seeds = {0: (first, np.ones(first.shape[:2], bool))}
+        with tqdm.tqdm(total=num_frames, desc=name, leave=False) as bar:
+            for t, soft in propagator(keys, video.frames, seeds, bar, queries=queries):
+                predicted[t] = heatmaps.heatmaps_to_points(np.asarray(soft), height, width, STRIDE, self.topk)
+        predicted[0] = video.joints[0]
+        return predicted
 
 
 def format_table(scores: dict) -> str:

@@ -14,14 +14,26 @@ shape buckets. The protocol's numbers and reference frames are in `protocol.py`.
 
 import collections
 import functools
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mer_jax import correspondence, feature_maps
-from mer_jax.evaluation import protocol
+from mer_jax.evaluation import candidates, protocol
+
+# On a CPU, one step of `propagate_frame` scores about this many affinities (query x candidate):
+# a few MB, so that the passes over them stay in cache (measured in bench/RESULTS.md, issue 22).
+CPU_STEP_AFFINITIES = 1_500_000
+
+
+class Block(NamedTuple):
+    """One group of candidates of a chunk of query tiles."""
+
+    logits: jax.Array  # [n, Q, R, K] masked affinities of the n tiles' Q queries
+    labels: jax.Array  # [n, R, K, L] the candidates' soft labels
+    row_width: int  # K splits into rows of this width (a window's side, a frame's width)
 
 
 def propagate_frame(
@@ -31,6 +43,7 @@ def propagate_frame(
     valid: jax.Array,
     preset: protocol.Preset,
     cells: jax.Array | None = None,
+    tiles_per_step: int | None = None,
 ) -> jax.Array:
     """Soft labels of one target frame from its references.
 
@@ -39,12 +52,17 @@ def propagate_frame(
     candidates of a query are all h*w cells of slot 0 plus the windowed cells of slots 1..M-1.
     Top-k and the softmax run over all candidates together.
 
+    The query tiles are processed `tiles_per_step` at a time (`lax.map`), consecutive tiles of
+    one tile row: memory is bounded by one step's affinities whatever the frame size.
+
     Args:
       query: [h, w, C] target features; keys: [M, h, w, C] reference features;
       labels: [M, h, w, L] reference soft labels; valid: [M] bool, which references to use.
       preset: the protocol (static).
       cells: [h, w] bool, the grid's real cells, or None (all): maps padded to a shape bucket
         mark their padding False, so that no query ever takes a label from it.
+      tiles_per_step: query tiles per step (static), or None: `default_tiles_per_step`. Any
+        value gives the same result up to float rounding.
 
     Returns:
       [h, w, L] soft labels (a convex combination of the references' labels).
@@ -54,100 +72,156 @@ def propagate_frame(
     h, w, _ = query.shape
     tile, radius = preset.tile, preset.radius
     first = 0 if preset.first_frame_window else 1  # the first windowed slot
+    num_rows, per_row = correspondence.num_tiles(h, tile), correspondence.num_tiles(w, tile)
+    candidates = (0 if preset.first_frame_window else h * w) + (keys.shape[0] - first) * (tile + 2 * radius) ** 2
+    step = min(per_row, tiles_per_step or default_tiles_per_step(tile * tile * candidates))
+    steps_per_row = -(-per_row // step)
+    # Whole steps per tile row: the padding columns are cells outside the grid.
+    padded_width = steps_per_row * step * tile
+    cells = jnp.ones((h, w), bool) if cells is None else cells
+    if preset.topk is None:  # A channel of ones: the label product then also sums the weights.
+        labels = jnp.concatenate([labels, jnp.ones_like(labels[..., :1])], axis=-1)
+    cells_padded = correspondence.pad_for_windows(_pad_width(cells[..., None], padded_width), radius, tile)
+    keys_padded = correspondence.pad_for_windows(_pad_width(keys[first:], padded_width), radius, tile)
+    labels_padded = correspondence.pad_for_windows(_pad_width(labels[first:], padded_width), radius, tile)
     in_window = jnp.asarray(correspondence.window_distance(radius, tile, preset.window) <= radius)  # [Q, K]
-    if cells is None:
-        cells = jnp.ones((h, w), bool)
-    cells_padded = correspondence.pad_for_windows(cells[..., None], radius, tile)  # False outside the grid
-    q_tiles = correspondence.tile_queries(query[None], tile)[0]  # [nTy, nTx, Q, C]
-    keys_padded = correspondence.pad_for_windows(keys[first:], radius, tile)
-    labels_padded = correspondence.pad_for_windows(labels[first:], radius, tile)
+    q_tiles = correspondence.tile_queries(_pad_width(query, padded_width)[None], tile)[0]  # [nTy, nTx', Q, C]
+    q_steps = q_tiles.reshape(num_rows * steps_per_row, step, *q_tiles.shape[2:])
 
-    def row(y):
-        blocks = []  # (logits [nTx, Q, R, K], labels [nTx, R, K, L]) of each group of candidates
-        if not preset.first_frame_window:  # the whole first frame, as one group of h*w cells
-            # One group of all h*w cells: XLA's CPU top-k is faster on one long row than on h short ones.
-            first_keys, first_labels = keys[0].reshape(1, h * w, -1), labels[0].reshape(1, h * w, -1)
+    def chunk(args):
+        queries, index = args  # [n, Q, C], the step's index
+        row, first_tile = index // steps_per_row, index % steps_per_row * step
+        blocks = []
+        if not preset.first_frame_window:  # the whole first frame, one group of h rows of w cells
             allowed = (valid[0] & cells).reshape(1, h * w)
-            logits = correspondence.window_logits(q_tiles[y], first_keys, allowed, preset.temperature)
-            blocks.append((logits, jnp.broadcast_to(first_labels, (q_tiles.shape[1], *first_labels.shape))))
+            logits = correspondence.window_logits(queries, keys[0].reshape(1, h * w, -1), allowed, preset.temperature)
+            blocks.append(
+                Block(
+                    logits, jnp.broadcast_to(labels[0].reshape(1, 1, h * w, -1), (step, 1, h * w, labels.shape[-1])), w
+                )
+            )
         if keys.shape[0] > first:
-            k = jnp.swapaxes(correspondence.row_windows(keys_padded, y, radius, tile), 0, 1)  # [nTx, M', K, C]
-            v = jnp.swapaxes(correspondence.row_windows(labels_padded, y, radius, tile), 0, 1)  # [nTx, M', K, L]
-            inside = correspondence.row_windows(cells_padded, y, radius, tile)[..., 0]  # [nTx, K]
+
+            def windows(padded):
+                return correspondence.row_windows(padded, row, radius, tile, first_tile, step)
+
+            k = jnp.swapaxes(windows(keys_padded), 0, 1)  # [n, M', K, C]
+            inside = windows(cells_padded)[..., 0]  # [n, K]
             allowed = in_window[None, :, None, :] & inside[:, None, None, :] & valid[None, None, first:, None]
-            blocks.append((correspondence.window_logits(q_tiles[y], k, allowed, preset.temperature), v))
-        return _weighted_labels(blocks, preset)
+            logits = correspondence.window_logits(queries, k, allowed, preset.temperature)
+            blocks.append(Block(logits, jnp.swapaxes(windows(labels_padded), 0, 1), tile + 2 * radius))
+        if preset.topk is None:
+            return _weighted_labels(blocks, preset)
+        return _top_k_labels(blocks, preset)
 
-    out = jax.lax.map(row, jnp.arange(q_tiles.shape[0]))  # [nTy, nTx, Q, L]
-    return correspondence.untile_queries(out[None], h, w, tile)[0]
+    out = jax.lax.map(chunk, (q_steps, jnp.arange(q_steps.shape[0])))  # [steps, n, Q, L]
+    out = out.reshape(1, num_rows, steps_per_row * step, *out.shape[2:])
+    return correspondence.untile_queries(out, h, w, tile)[0]
 
 
-def _weighted_labels(blocks: list[tuple[jax.Array, jax.Array]], preset: protocol.Preset) -> jax.Array:
-    """Soft labels of one row of tiles from its masked logits.
+def default_tiles_per_step(candidates_per_tile: int) -> int:
+    """Query tiles per step: on a CPU, as many as keep one step's affinities near
+    `CPU_STEP_AFFINITIES` (a few MB, so that the passes over them run in cache); elsewhere a
+    whole tile row (capped by the row's length in `propagate_frame`), as accelerators want."""
+    if jax.default_backend() != "cpu":
+        return 1 << 30
+    return max(1, round(CPU_STEP_AFFINITIES / candidates_per_tile))
 
-    Args:
-      blocks: groups of candidates, each (logits [nTx, Q, R, K], labels [nTx, R, K, L]): the
-        windows of R references (K = S^2 keys), or the whole first frame as R = 1 group of
-        K = h*w cells. With compactness there is one block, the windows.
-      preset: top-k and compactness settings.
+
+def _pad_width(x, width: int):
+    """Zero-pads maps [..., h, w, D] on the right to width `width`."""
+    pad = [(0, 0)] * (x.ndim - 2) + [(0, width - x.shape[-2]), (0, 0)]
+    return jnp.pad(x, pad)
+
+
+def _window_rows(block: Block) -> jax.Array:
+    """A block's logits as rows of candidates: [n, Q, R * K / row_width, row_width]."""
+    n, q, r, k = block.logits.shape
+    return block.logits.reshape(n, q, r * k // block.row_width, block.row_width)
+
+
+def _window_grid(span: int, num_refs: int):
+    """Every window candidate's reference, row and column, as [1, 1, M, 1, 1], [1, 1, 1, S, 1]
+    and [1, 1, 1, 1, S] (`candidates.compactness_prior`'s layout for all candidates)."""
+    return (
+        np.arange(num_refs).reshape(1, 1, num_refs, 1, 1),
+        np.arange(span).reshape(1, 1, 1, span, 1),
+        np.arange(span).reshape(1, 1, 1, 1, span),
+    )
+
+
+def _weighted_labels(blocks: list[Block], preset: protocol.Preset) -> jax.Array:
+    """Soft labels of a chunk of tiles: the softmax over every candidate of all blocks together
+    (compactness-shaped), applied to their labels.
+
+    The blocks are never concatenated and the softmax never normalised before the labels are
+    weighted: sum(e v) / sum(e) over the blocks, with e = exp(logit - the largest logit) (times the
+    compactness prior), is the same convex combination in fewer passes over the candidates. The
+    labels' last channel is all ones (`propagate_frame` adds it), so the one label product yields
+    sum(e v) and sum(e) together.
 
     Returns:
-      [nTx, Q, L]: softmax over the candidates of all blocks together (top-k restricted,
-      compactness-shaped), applied to their labels. The blocks are never concatenated and the
-      softmax never normalised before the labels are weighted: sum(e v) / sum(e) over the blocks,
-      with e = exp(logit - the largest logit) (times the compactness prior), is the same convex
-      combination in fewer passes over the candidates.
+      [n, Q, L].
     """
-    if preset.topk is not None:
-        best = jnp.concatenate([_top_k_over_refs(logits, preset.topk)[0] for logits, _ in blocks], axis=-1)
-        kth_largest = jax.lax.top_k(best, preset.topk)[0][..., -1:, None]  # [nTx, Q, 1, 1]
-        blocks = [(jnp.where(logits >= kth_largest, logits, correspondence.MASKED_LOGIT), v) for logits, v in blocks]
-    largest = functools.reduce(jnp.maximum, [logits.max(axis=(-2, -1), keepdims=True) for logits, _ in blocks])
-    weighted, total = 0.0, 0.0
-    for logits, v in blocks:
-        unnormalised = jnp.exp(logits - largest)  # [nTx, Q, R, K]
-        if preset.compactness:
-            # The largest softmax weight is exp(0) / sum(e): the prior applies where it exceeds the gate.
-            confident = unnormalised.sum(axis=(-2, -1), keepdims=True) < 1.0 / preset.compactness_min_prob
-            unnormalised = jnp.where(confident, unnormalised * _compactness_prior(logits, preset), unnormalised)
-        flat = unnormalised.reshape(*unnormalised.shape[:2], -1)
-        weighted = weighted + jnp.einsum("xqn,xnl->xql", flat, v.reshape(v.shape[0], -1, v.shape[-1]))
-        total = total + flat.sum(axis=-1, keepdims=True)
-    return weighted / total
+    if preset.compactness:  # One block, the windows (`Preset` requires first_frame_window).
+        (block,) = blocks
+        span, (n, q, num_refs, window_size) = block.row_width, block.logits.shape
+        best_values, best = candidates.top_k_by_rows(_window_rows(block), preset.compactness_topk)
+        unnormalised = jnp.exp(block.logits - best_values[..., :1, None])
+        # The largest softmax weight is exp(0) / sum(e): the prior applies where it exceeds the gate.
+        confident = unnormalised.sum(axis=(-2, -1), keepdims=True) < 1.0 / preset.compactness_min_prob
+        prior = candidates.compactness_prior(
+            best, *_window_grid(span, num_refs), window_size=window_size, span=span, sigma=preset.compactness_sigma
+        )
+        blocks = [block._replace(logits=unnormalised * jnp.where(confident, prior.reshape(block.logits.shape), 1.0))]
+    else:
+        largest = functools.reduce(jnp.maximum, [b.logits.max(axis=(-2, -1), keepdims=True) for b in blocks])
+        blocks = [block._replace(logits=jnp.exp(block.logits - largest)) for block in blocks]
+    weighted = 0.0
+    for block in blocks:  # [n, Q, R*K] weights times [n, R*K, L + 1] labels
+        n, q = block.logits.shape[:2]
+        weighted = weighted + jnp.einsum(
+            "xqn,xnl->xql", block.logits.reshape(n, q, -1), block.labels.reshape(n, -1, block.labels.shape[-1])
+        )
+    return weighted[..., :-1] / weighted[..., -1:]
 
 
-def _top_k_over_refs(logits: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """The k largest of logits [..., M, K] over its last two axes: (values [..., k], flat indices
-    into M*K [..., k]).
+def _top_k_labels(blocks: list[Block], preset: protocol.Preset) -> jax.Array:
+    """Soft labels of a chunk of tiles: the softmax over the `preset.topk` largest affinities of
+    all blocks together (compactness-shaped), applied to their labels; the other candidates
+    weigh exactly 0, so only the chosen ones are exponentiated.
 
-    Exact, in two stages (the best k of each reference, then the best k of those), because XLA's
-    CPU top-k sorts whole rows: on M*K = 21 x 1024 candidates this is ~40x faster.
+    Returns:
+      [n, Q, L].
     """
-    per_ref_k = min(k, logits.shape[-1])
-    values, index = jax.lax.top_k(logits, per_ref_k)  # [..., M, k']
-    index = index + (jnp.arange(logits.shape[-2]) * logits.shape[-1])[:, None]
-    values, which = jax.lax.top_k(values.reshape(*values.shape[:-2], -1), k)
-    return values, jnp.take_along_axis(index.reshape(*index.shape[:-2], -1), which, axis=-1)
-
-
-def _compactness_prior(logits: jax.Array, preset: protocol.Preset) -> jax.Array:
-    """The compactness prior of every candidate, [nTx, Q, M, K]: a Gaussian (sigma
-    `compactness_sigma` feature pixels) of its distance to the nearest of the query's
-    `compactness_topk` best matches (logits [nTx, Q, M, K]) in the same reference, 0 in a
-    reference without one. The nearest match has the largest Gaussian, so one exp per candidate
-    suffices."""
-    num_refs, window_size = logits.shape[-2:]
-    span = int(round(np.sqrt(window_size)))
-    _, best = _top_k_over_refs(logits, preset.compactness_topk)  # [nTx, Q, topk]
-    best_ref, best_pos = best // window_size, best % window_size
-    best_y, best_x = best_pos // span, best_pos % span
-    cand = np.arange(num_refs * window_size)
-    cand_ref, cand_y, cand_x = cand // window_size, (cand % window_size) // span, (cand % window_size) % span
-    d2 = (cand_y[None, None, None] - best_y[..., None]) ** 2 + (cand_x[None, None, None] - best_x[..., None]) ** 2
-    unreachable = np.iinfo(np.int32).max  # no best match in this reference
-    nearest = jnp.where(cand_ref[None, None, None] == best_ref[..., None], d2, unreachable).min(axis=2)
-    gauss = jnp.exp(-nearest / (2 * preset.compactness_sigma**2))
-    return jnp.where(nearest < unreachable, gauss, 0.0).reshape(logits.shape)
+    values, labels, positions = [], [], []
+    for block in blocks:
+        n, _, num_refs, window_size = block.logits.shape
+        value, index = candidates.top_k_by_rows(_window_rows(block), min(preset.topk, num_refs * window_size))
+        flat_labels = block.labels.reshape(n, 1, num_refs * window_size, -1)
+        values.append(value)
+        labels.append(jnp.take_along_axis(flat_labels, index[..., None], axis=-2))  # [n, Q, k, L]
+        positions.append(index)
+    value, which = jax.lax.top_k(jnp.concatenate(values, axis=-1), preset.topk)  # ties: earlier blocks first
+    label = jnp.take_along_axis(jnp.concatenate(labels, axis=-2), which[..., None], axis=-2)  # [n, Q, k, L]
+    unnormalised = jnp.exp(value - value[..., :1])  # [n, Q, k]
+    if preset.compactness:  # One block, the windows; its best matches are the first chosen ones.
+        span, window_size = blocks[0].row_width, blocks[0].logits.shape[-1]
+        index = jnp.take_along_axis(positions[0], which, axis=-1)
+        confident = unnormalised.sum(axis=-1, keepdims=True) < 1.0 / preset.compactness_min_prob
+        position = index % window_size
+        prior = candidates.compactness_prior(
+            index[..., : preset.compactness_topk],
+            index // window_size,
+            position // span,
+            position % span,
+            window_size=window_size,
+            span=span,
+            sigma=preset.compactness_sigma,
+        )
+        unnormalised = unnormalised * jnp.where(confident, prior, 1.0)
+    weighted = jnp.einsum("xqk,xqkl->xql", unnormalised, label)
+    return weighted / unnormalised.sum(axis=-1, keepdims=True)
 
 
 def bucket(size: int, step: int) -> int:

@@ -79,6 +79,11 @@ class Preset:
             raise ValueError(f"long_term must start with frame 0, got {self.long_term}")
         if self.compactness and not self.first_frame_window:
             raise ValueError("compactness needs first_frame_window=True (the prior works on windows)")
+        if self.compactness and self.topk is not None and self.compactness_topk > self.topk:
+            raise ValueError(
+                f"compactness_topk ({self.compactness_topk}) must be at most topk ({self.topk}): the prior's best"
+                " matches are taken among the top-k affinities"
+            )
 
     @property
     def max_refs(self) -> int:

@@ -12,7 +12,7 @@ at its query position, visible.
 
 import json
 import os
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import jax
 import numpy as np
@@ -27,6 +27,7 @@ from mer_jax.evaluation import (
     reports,
     tapvid_data,
     tapvid_metrics,
+    video_shards,
     vos,
 )
 from mer_jax.models import encoder as encoder_lib
@@ -145,40 +146,49 @@ class Evaluator:
 
     def run(self, encoder: vos.FrameEncoder | vos.CopyFirstFrame, preset: protocol.Preset, output_dir: str) -> dict:
         """Tracks every video; writes tapvid_results.json (and overlays); returns the overall
-        metrics (tapvid_metrics.KEYS), `videos`, `points` and `per_video`."""
+        metrics (tapvid_metrics.KEYS), `videos`, `points` and `per_video`.
+
+        The videos are split over the run's devices and processes (`video_shards`), each process
+        writing its own videos' overlays; process 0 writes the JSON and prints the table.
+        """
         propagator = propagation.Propagator(preset)
-        per_video, num_points = {}, 0
-        videos = background.prefetch(tapvid_data.read_videos(self.path, self.size, self.names))
-        for video in tqdm.tqdm(videos, desc="TAP-Vid videos", unit="video"):
-            if isinstance(encoder, vos.CopyFirstFrame):
-                prediction = stay_in_place(video)
-            else:
-                features, queries = vos.keys_and_queries(encoder(video.frames))
-                prediction = track_points(
-                    features,
-                    queries,
-                    propagator,
-                    video,
-                    sigma=self.sigma,
-                    topk=self.topk,
-                    occlusion_threshold=self.threshold,
+
+        def track(share: video_shards.Share, videos: Iterator[tapvid_data.TrackedVideo]) -> Iterator[tuple]:
+            for video in tqdm.tqdm(background.prefetch(videos), desc="TAP-Vid videos" + share.label, unit="video"):
+                if isinstance(encoder, vos.CopyFirstFrame):
+                    prediction = stay_in_place(video)
+                else:
+                    features, queries = vos.keys_and_queries(encoder(video.frames))
+                    prediction = track_points(
+                        features,
+                        queries,
+                        propagator,
+                        video,
+                        sigma=self.sigma,
+                        topk=self.topk,
+                        occlusion_threshold=self.threshold,
+                    )
+                metrics = tapvid_metrics.video_metrics(
+                    video.query_frames, video.occluded, video.tracks, prediction.occluded, prediction.tracks
                 )
-            per_video[video.name] = tapvid_metrics.video_metrics(
-                video.query_frames, video.occluded, video.tracks, prediction.occluded, prediction.tracks
-            )
-            num_points += len(video.query_frames)
-            if self.save_overlays:
-                write_overlay(os.path.join(output_dir, "overlays", f"{video.name}.mp4"), video, prediction)
+                if self.save_overlays:
+                    write_overlay(os.path.join(output_dir, "overlays", f"{video.name}.mp4"), video, prediction)
+                yield video.name, metrics, len(video.query_frames)
+
+        readers = tapvid_data.video_readers(self.path, self.size, self.names)
+        tracked = video_shards.map_videos(readers, track)
+        per_video = {name: metrics for name, metrics, _ in tracked}
         scores = {
             **tapvid_metrics.mean_over_videos(list(per_video.values())),
             "videos": len(per_video),
-            "points": num_points,
+            "points": sum(points for _, _, points in tracked),
             "per_video": per_video,
         }
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "tapvid_results.json"), "w") as f:
-            json.dump(reports.jsonable(scores), f, indent=2)
-        print(format_table(scores))
+        if jax.process_index() == 0:
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, "tapvid_results.json"), "w") as f:
+                json.dump(reports.jsonable(scores), f, indent=2)
+            print(format_table(scores))
         return scores
 
 

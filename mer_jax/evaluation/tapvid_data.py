@@ -11,11 +11,12 @@ points never visible are dropped. `write_pickle` writes examples in the same for
 procedural videos' exact tracks, `data/synthetic_tracks.py`).
 """
 
+import functools
 import glob
 import io
 import os
 import pickle
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -148,6 +149,17 @@ def read_videos(path: str, size: int = 256, names: Sequence[str] | None = None) 
       ValueError: an example breaks the format, or has no point visible in any frame.
       FileNotFoundError: a requested video is in no pickle.
     """
+    for read in video_readers(path, size, names):
+        yield read()
+
+
+def video_readers(
+    path: str, size: int = 256, names: Sequence[str] | None = None
+) -> Iterator[Callable[[], TrackedVideo]]:
+    """`read_videos` in two steps: one function per video, in the same order, that checks,
+    resizes and queries it when called. Each pickle is loaded as the iterator reaches it, and a
+    video's frames are decoded only if its function is called (`video_shards` reads only a
+    process's own videos). Raises as `read_videos` (format errors when a function is called)."""
     wanted = None if names is None else set(names)
     found = set()
     for pickle_path in list_pickles(path):
@@ -155,19 +167,25 @@ def read_videos(path: str, size: int = 256, names: Sequence[str] | None = None) 
             if wanted is not None and name not in wanted:
                 continue
             found.add(name)
-            frames, points, occluded = check_example(example, f"{pickle_path}: video {name!r}")
-            kept, query_frames = queries_first(occluded)
-            if not kept.any():
-                raise ValueError(f"{pickle_path}: video {name!r} has no point visible in any frame")
-            yield TrackedVideo(
-                name,
-                resize_frames(frames, size),
-                query_frames.astype(np.int32),
-                (points[kept] * size).astype(np.float32),
-                occluded[kept],
-            )
+            yield functools.partial(_tracked_video, name, example, size, f"{pickle_path}: video {name!r}")
     if wanted is not None and wanted - found:
         raise FileNotFoundError(f"videos {sorted(wanted - found)} are in no pickle of {path}")
+
+
+def _tracked_video(name: str, example, size: int, where: str) -> TrackedVideo:
+    """One example checked (`check_example`, errors naming `where`), resized to size x size and
+    queried first."""
+    frames, points, occluded = check_example(example, where)
+    kept, query_frames = queries_first(occluded)
+    if not kept.any():
+        raise ValueError(f"{where} has no point visible in any frame")
+    return TrackedVideo(
+        name,
+        resize_frames(frames, size),
+        query_frames.astype(np.int32),
+        (points[kept] * size).astype(np.float32),
+        occluded[kept],
+    )
 
 
 def write_pickle(path: str, examples: dict[str, dict]) -> None:

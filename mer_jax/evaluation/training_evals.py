@@ -7,8 +7,9 @@ variables, `model.config` the training config) and returns flat scalars {key: fl
 train.py writes to TensorBoard as `<name>/<key>`. Each scores the trained encoder (`trained`), its
 VEN-refined queries when the model has a VEN (`trained_ven`, `eval.use_ven`), and the two floors
 (`floors/copy`, `floors/lab`: `floors.py`), which do not change with training and are scored at
-the first run only (docs/method.md, 'Benchmarks'). Every process evaluates on its own devices,
-with no collective; only process 0 writes files.
+the first run only (docs/method.md, 'Benchmarks'). The synthetic evaluator runs whole on every
+process, with no collective; the DAVIS one splits its sequences over every device of the run
+(`video_shards`). Only process 0 writes the merged files and prints.
 """
 
 import json
@@ -125,7 +126,7 @@ class SyntheticEvaluator:
 
 
 class DavisEvaluator:
-    """DAVIS J&F (`davis.Evaluator`) of the model's paths and of the floors, on process 0.
+    """DAVIS J&F (`davis.Evaluator`) of the model's paths and of the floors, over all devices.
 
     Results go to `workdir/eval_davis/<path>` and `workdir/eval_davis/floors/<floor>` (overwritten
     at each run, no overlays).
@@ -169,10 +170,10 @@ class DavisEvaluator:
         self._floors: dict[str, dict] | None = None
 
     def run(self, model: export.ExportedModel, workdir: str) -> dict[str, float]:
-        """Scores the model (and the floors, once); returns {"trained/J&F-Mean": ..., ...} on
-        process 0 and {} on the others."""
-        if jax.process_index() != 0:
-            return {}
+        """Scores the model (and the floors, once); returns {"trained/J&F-Mean": ..., ...}.
+
+        Every process runs it: the sequences are split over all devices of the run
+        (`video_shards`), and every process returns the merged scores."""
         output = os.path.join(workdir, "eval_davis")
         if self._floors is None:
             encoders = floors.floor_encoders(model.config.data.lab_mean, model.config.data.lab_std)
@@ -187,7 +188,8 @@ class DavisEvaluator:
         results["floors"] = self._floors
         rows = {name: scores for name, scores in results.items() if name != "floors"}
         rows.update({f"{name} floor": scores for name, scores in self._floors.items()})
-        print(reports.comparison_table(rows, floors.HEADLINE_KEYS["davis"]))
+        if jax.process_index() == 0:
+            print(reports.comparison_table(rows, floors.HEADLINE_KEYS["davis"]))
         return _flatten(results)
 
 

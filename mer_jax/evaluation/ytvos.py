@@ -7,14 +7,17 @@ JPEGImages, at the frames' size) under the output folder, zipped as `submission.
 (docs/method.md, 'Benchmarks').
 """
 
+import functools
 import json
 import os
 import zipfile
+from typing import Iterator
 
+import jax
 import numpy as np
 
 from mer_jax.data import frames_io
-from mer_jax.evaluation import background, masks_io, protocol, vos
+from mer_jax.evaluation import background, masks_io, protocol, video_shards, vos
 
 _FRAME_EXTENSIONS = (".jpg", ".jpeg")
 _LISTED = 5  # Paths named in an error message; the rest are counted.
@@ -138,20 +141,46 @@ class Evaluator:
         self.max_height, self.save_overlays = ytvos_max_height, save_overlays
 
     def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict:
-        """Propagates every video; returns {'videos': n, 'zip': path}."""
+        """Propagates every video; returns {'videos': n, 'zip': path}.
+
+        The videos are split over the run's devices and processes (`video_shards`), each process
+        writing its own videos' PNGs; process 0 then zips them all, so the processes of a
+        multi-process run must share the output folder.
+
+        Raises:
+          FileNotFoundError: on process 0, a video's PNGs are not in the output folder (another
+            process wrote them to a folder it does not share).
+        """
         annotations_dir = os.path.join(output_dir, "Annotations")
-        videos = (read_video(self.root, v, first, self.max_height) for v, first in sorted(self.meta.items()))
-        with background.Writer() as writer:  # PNGs written while the next video is segmented
-            for video, masks in vos.segment_videos(videos, encoder, preset, desc="ytvos videos"):
-                writer.submit(vos.write_masks, os.path.join(annotations_dir, video.name), video, masks)
-                if self.save_overlays:
-                    overlay = os.path.join(output_dir, "overlays", video.name + ".mp4")
-                    writer.submit(vos.write_overlay, overlay, video, masks)
+
+        def segment(share: video_shards.Share, videos: Iterator[vos.Video]) -> list[list[str]]:
+            written = []  # Each video's PNGs, relative to annotations_dir.
+            with background.Writer() as writer:  # PNGs written while the next video is segmented
+                for video, masks in vos.segment_videos(videos, encoder, preset, desc="ytvos videos" + share.label):
+                    writer.submit(vos.write_masks, os.path.join(annotations_dir, video.name), video, masks)
+                    written.append([os.path.join(video.name, f"{name}.png") for name in video.frame_names])
+                    if self.save_overlays:
+                        overlay = os.path.join(output_dir, "overlays", video.name + ".mp4")
+                        writer.submit(vos.write_overlay, overlay, video, masks)
+            return written
+
+        videos = sorted(self.meta.items())
+        readers = [functools.partial(read_video, self.root, v, first, self.max_height) for v, first in videos]
+        written = video_shards.map_videos(readers, segment)
         zip_path = os.path.join(output_dir, "submission.zip")
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
-            for folder, _, files in os.walk(annotations_dir):
-                for name in sorted(files):
-                    path = os.path.join(folder, name)
-                    archive.write(path, os.path.relpath(path, output_dir))
-        print(f"Wrote {len(self.meta)} videos to {zip_path} (upload it to the YouTube-VOS evaluation server)")
+        if jax.process_index() == 0:
+            expected = [os.path.join(annotations_dir, path) for paths in written for path in paths]
+            missing = [path for path in expected if not os.path.isfile(path)]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} result PNG(s) are missing: {_some(missing)}. The processes of a "
+                    "multi-process run write their own videos there: give them all one shared --config.output."
+                )
+            with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+                for folder, subfolders, files in os.walk(annotations_dir):
+                    subfolders.sort()  # Videos in name order, whatever the file system lists first.
+                    for name in sorted(files):
+                        path = os.path.join(folder, name)
+                        archive.write(path, os.path.relpath(path, output_dir))
+            print(f"Wrote {len(self.meta)} videos to {zip_path} (upload it to the YouTube-VOS evaluation server)")
         return {"videos": len(self.meta), "zip": zip_path}
