@@ -20,7 +20,10 @@ bench/flop_count.py: every convolution and matrix product of the forward and bac
 elementwise work, reductions or gathers (1.8% of XLA's CPU count for the demo baseline, 3.1% for
 full MER). XLA's cost analysis is kept as 'xla_tflops_per_step' but not used: on a GPU it leaves
 out the convolutions that run as cuDNN custom calls. Achieved TFLOP/s and MFU (over the devices'
-dense bfloat16 peak, PEAK_FLOPS; none for CPUs) use the analytic count.
+dense bfloat16 peak, PEAK_FLOPS; none for CPUs) use the analytic count. Beside them, the machine's
+own measured rate in the same run (bench/machine_rate.py: a 3x3 convolution with 64 and 16
+channels, a matrix product), and the step's achieved rate as a fraction of the 64-channel
+convolution's ('of conv64'); JSON "machine".
 Spec suffixes: '+bf16' sets compute_dtype='bfloat16', '+remat' sets remat=True. JSON:
 {spec: {"step_s": s, "parts": {"encoder": s, "ven": s, "sampler": s, "loss": s}, "compiled_gb",
 "device_peak_gb", "tflops_per_step", "conv_tflops_per_step", "xla_tflops_per_step", "achieved_tflops", "mfu",
@@ -43,7 +46,7 @@ from absl import flags  # noqa: E402
 from jax._src.ad_checkpoint import saved_residuals  # noqa: E402  (print_saved_residuals is its public form)
 from ml_collections import config_flags  # noqa: E402
 
-from bench import flop_count  # noqa: E402
+from bench import flop_count, machine_rate  # noqa: E402
 from mer_jax import objective, sampler, sharding, train, train_state  # noqa: E402
 from mer_jax.models import ven as ven_lib  # noqa: E402
 
@@ -208,19 +211,30 @@ def main() -> None:
             print(f"{spec:40s} {r['batch_size']:5d} {r['image_size']:5d} {r['saved_gb']:9.2f} {r['compiled_gb']:12.2f} "
                   f"{r['tflops_per_step']:10.3f} {r['xla_tflops_per_step']:9.3f}")  # fmt: skip
     else:
-        header = ("config", "batch", "size", "step_s", "clips/s", "encoder", "ven", "sampler", "loss", "sampler%",
-                  "peak_GB", "TFLOP/s", "MFU")  # fmt: skip
+        machine = machine_rate.measure()  # In the same run: the figures read as a fraction of it.
+        for r in results.values():
+            r["machine"] = machine
         print(
-            "{:40s} {:>5s} {:>5s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>6s}".format(*header)
+            f"machine ({machine['device']}): 3x3 conv 64 ch {machine['conv64_gflops']:.1f} GFLOP/s, 16 ch "
+            f"{machine['conv16_gflops']:.1f} GFLOP/s, matmul {machine['matmul_gflops']:.1f} GFLOP/s"
+        )
+        header = ("config", "batch", "size", "step_s", "clips/s", "encoder", "ven", "sampler", "loss", "sampler%",
+                  "peak_GB", "GFLOP/s", "of conv64", "MFU")  # fmt: skip
+        print(
+            "{:40s} {:>5s} {:>5s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>8s} {:>9s} {:>6s}".format(
+                *header
+            )
         )
         for spec, r in results.items():
             p = r["parts"]
             peak = r["device_peak_gb"] or r["compiled_gb"]
             mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] else "   -"
+            gflops = 1000 * r["achieved_tflops"]
             print(
                 f"{spec:40s} {r['batch_size']:5d} {r['image_size']:5d} {r['step_s']:8.4f} {r['clips_per_s']:8.1f} "
                 f"{p['encoder']:8.4f} {p['ven']:8.4f} {p['sampler']:8.4f} {p['loss']:8.4f} "
-                f"{100 * p['sampler'] / r['step_s']:7.1f}% {peak:8.2f} {r['achieved_tflops']:8.3f} {mfu:>6s}"
+                f"{100 * p['sampler'] / r['step_s']:7.1f}% {peak:8.2f} {gflops:8.1f} "
+                f"{100 * gflops / machine['conv64_gflops']:8.1f}% {mfu:>6s}"
             )
     if args.json:
         with open(args.json, "w") as f:

@@ -63,8 +63,9 @@ def test_bfloat16_step_matches_float32_within_tolerance_and_keeps_float32_state(
 def test_bfloat16_convolutions_and_float32_softmax():
     config = debug_config(compute_dtype="bfloat16")
     batch = clip_batch(config)
-    _, _, loss_fn, init_fn = one_step(config, batch)
-    state = init_fn()
+    model, init_fn, _ = train_state.make_initializer(config, total_steps=10)
+    loss_fn = objective.from_config(config, model, total_steps=10)
+    state = init_fn()  # Traced below, not run: the bfloat16 step itself is run by the test above.
     jaxpr = jax.make_jaxpr(
         lambda p: loss_fn(p, state.batch_stats, batch, jax.random.PRNGKey(0), 0, state.memory_bank)[0]
     )(state.params)

@@ -107,8 +107,11 @@ def propagate_frame(
 
             k = jnp.swapaxes(windows(keys_padded), 0, 1)  # [n, M', K, C]
             inside = windows(cells_padded)[..., 0]  # [n, K]
-            allowed = in_window[None, :, None, :] & inside[:, None, None, :] & valid[None, None, first:, None]
-            logits = correspondence.window_logits(queries, k, allowed, preset.temperature)
+            if preset.window == "square":
+                logits = _square_window_logits(queries, k, inside[:, None, :] & valid[None, first:, None], preset)
+            else:
+                allowed = in_window[None, :, None, :] & inside[:, None, None, :] & valid[None, None, first:, None]
+                logits = correspondence.window_logits(queries, k, allowed, preset.temperature)
             blocks.append(Block(logits, jnp.swapaxes(windows(labels_padded), 0, 1), tile + 2 * radius))
         if preset.topk is None:
             return _weighted_labels(blocks, preset)
@@ -117,6 +120,54 @@ def propagate_frame(
     out = jax.lax.map(chunk, (q_steps, jnp.arange(q_steps.shape[0])))  # [steps, n, Q, L]
     out = out.reshape(1, num_rows, steps_per_row * step, *out.shape[2:])
     return correspondence.untile_queries(out, h, w, tile)[0]
+
+
+def _square_window_logits(queries: jax.Array, keys: jax.Array, usable: jax.Array, preset: protocol.Preset) -> jax.Array:
+    """Masked affinities of query tiles to their square windows, the masks inside the product.
+
+    Equal (up to float rounding) to `correspondence.window_logits` with the window, cell and
+    reference masks, whose select over a broadcast boolean mask costs XLA's CPU backend more than
+    the affinities themselves. A query at row a of its tile sees the window rows a .. a + 2 radius
+    (likewise columns), so the mask is a sum of a row term and a column term: the queries carry
+    one-hot channels of their row and column in the tile and a channel of ones, the keys carry 0
+    or MASKED_LOGIT for each tile row and column, and for their cell and reference (`usable`).
+    An allowed entry adds exact zeros; a masked one is at most MASKED_LOGIT.
+
+    Args:
+      queries: [n, Q, C] query tiles (Q = tile^2); keys: [n, M, K, C] their windows (K = S^2).
+      usable: [n, M, K] bool, keys inside the grid of a valid reference.
+      preset: the window's radius and tile, and the temperature.
+
+    Returns:
+      [n, Q, M, K] logits.
+    """
+    tile, radius = preset.tile, preset.radius
+    span = tile + 2 * radius
+    n, num_refs, window_size, _ = keys.shape
+    offset = np.arange(span)[:, None] - np.arange(tile)[None, :]  # [S, tile]: window row - query row
+    masked = np.where((offset >= 0) & (offset <= 2 * radius), 0.0, correspondence.MASKED_LOGIT).astype(np.float32)
+    key_rows = np.repeat(masked, span, axis=0)  # [K, tile], keys row-major
+    key_cols = np.tile(masked, (span, 1))
+    one_hot = np.eye(tile, dtype=np.float32)
+    query_marks = np.concatenate([np.repeat(one_hot, tile, axis=0), np.tile(one_hot, (tile, 1))], axis=1)  # [Q, 2t]
+    q = jnp.concatenate(
+        [
+            queries / preset.temperature,
+            jnp.broadcast_to(query_marks, (n, tile * tile, 2 * tile)),
+            jnp.ones((n, tile * tile, 1)),
+        ],
+        axis=-1,
+    )
+    k = jnp.concatenate(
+        [
+            keys,
+            jnp.broadcast_to(np.concatenate([key_rows, key_cols], axis=1), (n, num_refs, window_size, 2 * tile)),
+            jnp.where(usable, 0.0, correspondence.MASKED_LOGIT)[..., None],
+        ],
+        axis=-1,
+    )
+    logits = jnp.einsum("xqc,xnc->xqn", q, k.reshape(n, num_refs * window_size, -1))
+    return logits.reshape(n, tile * tile, num_refs, window_size)
 
 
 def default_tiles_per_step(candidates_per_tile: int) -> int:
