@@ -16,7 +16,7 @@ from configs import demo, ytvos_val
 from configs import jhmdb as jhmdb_config
 from mer_jax import evaluate, train
 from mer_jax.evaluation import davis, davis_metrics, features, masks_io, protocol, vos, ytvos
-from tests import fake_data
+from tests import fake_data, subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -262,7 +262,7 @@ def test_evaluate_command_line(davis_root, tmp_path):
         sys.executable, "-m", "mer_jax.evaluate", "--config=configs/davis.py:debug",
         f"--config.davis_root={davis_root}", f"--config.output={tmp_path / 'out'}", "--config.sequences=seq0",
     ]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    env = subprocess_env.subprocess_env()
     result = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True, env=env)
     table = result.stdout[result.stdout.index("beside its floors") :].splitlines()
     assert table[1].split() == ["J&F-Mean", "J-Mean", "F-Mean"]

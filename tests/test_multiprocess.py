@@ -16,7 +16,7 @@ from configs import demo
 from data_prep import build
 from mer_jax import distributed, sharding, train
 from mer_jax.data import synthetic_video
-from tests import fake_data
+from tests import fake_data, subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,7 @@ def train_in_two_processes(workdir, data_dir):
     """The training command run as process 0 and 1 of a job, one CPU device each, each reading
     its own part of every batch from the prepared dataset."""
     port = free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = subprocess_env.subprocess_env(device_count=1)
     logs, processes = [], []
     for process_id in range(2):
         command = [sys.executable, "-m", "mer_jax.train", "--config=configs/demo.py:debug", f"--workdir={workdir}",

@@ -10,10 +10,11 @@ import time
 import pytest
 
 from mer_jax import run_config, train, workdir_lock
+from tests import subprocess_env
 from tests.test_train import debug_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+ENV = subprocess_env.subprocess_env()
 
 
 def test_a_second_holder_is_refused_naming_the_first(tmp_path):

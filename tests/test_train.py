@@ -17,7 +17,7 @@ from tensorboardX.proto import event_pb2
 
 from configs import demo, ytvos
 from mer_jax import color, export, objective, sharding, train, train_state
-from tests import test_diagnostics
+from tests import subprocess_env, test_diagnostics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -223,7 +223,7 @@ def test_paper_config_train_step_traces_at_full_size():
 @pytest.mark.slow
 def test_command_line_train_override_and_export(tmp_path):
     workdir, exported = tmp_path / "work", tmp_path / "export"
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    env = subprocess_env.subprocess_env()
     subprocess.run(
         [
             sys.executable,

@@ -22,7 +22,7 @@ from configs import tapvid as tapvid_config
 from mer_jax import evaluate, export, train_state
 from mer_jax.data import synthetic_tracks
 from mer_jax.evaluation import davis, features, protocol, reports, tapvid_data, video_shards
-from tests import fake_data
+from tests import fake_data, subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,7 +197,7 @@ def test_two_processes_merge_into_one_process_results(tmp_path, one_device):
     one_device()
     evaluate.evaluate(config)
     port = free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = subprocess_env.subprocess_env(device_count=1)
     logs, processes = [], []
     for process_id in range(2):
         command = [sys.executable, "-m", "mer_jax.evaluate", "--config=configs/davis.py:debug",

@@ -23,16 +23,16 @@ import numpy as np
 from mer_jax import correspondence, feature_maps
 from mer_jax.evaluation import candidates, protocol
 
-# On a CPU, one step of `propagate_frame` scores about this many affinities (query x candidate):
-# a few MB, so that the passes over them stay in cache (measured in bench/RESULTS.md, issue 22).
-CPU_STEP_AFFINITIES = 1_500_000
+# Query tiles per step of `propagate_frame` on a CPU: a few, so that the passes over a step's
+# affinities stay in cache (measured in bench/RESULTS.md, issue 22).
+CPU_TILES_PER_STEP = 3
 
 
 class Block(NamedTuple):
     """One group of candidates of a chunk of query tiles."""
 
     logits: jax.Array  # [n, Q, R, K] masked affinities of the n tiles' Q queries
-    labels: jax.Array  # [n, R, K, L] the candidates' soft labels
+    labels: jax.Array  # [n or 1, L, R*K] the candidates' soft labels, channels first (1: shared by all tiles)
     row_width: int  # K splits into rows of this width (a window's side, a frame's width)
 
 
@@ -73,20 +73,20 @@ def propagate_frame(
     tile, radius = preset.tile, preset.radius
     first = 0 if preset.first_frame_window else 1  # the first windowed slot
     num_rows, per_row = correspondence.num_tiles(h, tile), correspondence.num_tiles(w, tile)
-    candidates = (0 if preset.first_frame_window else h * w) + (keys.shape[0] - first) * (tile + 2 * radius) ** 2
-    step = min(per_row, tiles_per_step or default_tiles_per_step(tile * tile * candidates))
+    step = min(per_row, tiles_per_step or default_tiles_per_step())
     steps_per_row = -(-per_row // step)
     # Whole steps per tile row: the padding columns are cells outside the grid.
     padded_width = steps_per_row * step * tile
     cells = jnp.ones((h, w), bool) if cells is None else cells
-    if preset.topk is None:  # A channel of ones: the label product then also sums the weights.
-        labels = jnp.concatenate([labels, jnp.ones_like(labels[..., :1])], axis=-1)
+    # A channel of ones: the label product then also sums the weights (`_weighted_labels`).
+    labels = jnp.concatenate([labels, jnp.ones_like(labels[..., :1])], axis=-1)
     cells_padded = correspondence.pad_for_windows(_pad_width(cells[..., None], padded_width), radius, tile)
     keys_padded = correspondence.pad_for_windows(_pad_width(keys[first:], padded_width), radius, tile)
     labels_padded = correspondence.pad_for_windows(_pad_width(labels[first:], padded_width), radius, tile)
     in_window = jnp.asarray(correspondence.window_distance(radius, tile, preset.window) <= radius)  # [Q, K]
     q_tiles = correspondence.tile_queries(_pad_width(query, padded_width)[None], tile)[0]  # [nTy, nTx', Q, C]
     q_steps = q_tiles.reshape(num_rows * steps_per_row, step, *q_tiles.shape[2:])
+    first_labels = labels[0].reshape(h * w, -1).T[None]  # [1, L + 1, h*w]
 
     def chunk(args):
         queries, index = args  # [n, Q, C], the step's index
@@ -95,11 +95,7 @@ def propagate_frame(
         if not preset.first_frame_window:  # the whole first frame, one group of h rows of w cells
             allowed = (valid[0] & cells).reshape(1, h * w)
             logits = correspondence.window_logits(queries, keys[0].reshape(1, h * w, -1), allowed, preset.temperature)
-            blocks.append(
-                Block(
-                    logits, jnp.broadcast_to(labels[0].reshape(1, 1, h * w, -1), (step, 1, h * w, labels.shape[-1])), w
-                )
-            )
+            blocks.append(Block(logits, first_labels, w))
         if keys.shape[0] > first:
 
             def windows(padded):
@@ -112,10 +108,11 @@ def propagate_frame(
             else:
                 allowed = in_window[None, :, None, :] & inside[:, None, None, :] & valid[None, None, first:, None]
                 logits = correspondence.window_logits(queries, k, allowed, preset.temperature)
-            blocks.append(Block(logits, jnp.swapaxes(windows(labels_padded), 0, 1), tile + 2 * radius))
-        if preset.topk is None:
-            return _weighted_labels(blocks, preset)
-        return _top_k_labels(blocks, preset)
+            v = windows(labels_padded)  # [M', n, K, L]
+            blocks.append(
+                Block(logits, jnp.transpose(v, (1, 3, 0, 2)).reshape(step, v.shape[-1], -1), tile + 2 * radius)
+            )
+        return _weighted_labels(blocks, preset)
 
     out = jax.lax.map(chunk, (q_steps, jnp.arange(q_steps.shape[0])))  # [steps, n, Q, L]
     out = out.reshape(1, num_rows, steps_per_row * step, *out.shape[2:])
@@ -170,13 +167,10 @@ def _square_window_logits(queries: jax.Array, keys: jax.Array, usable: jax.Array
     return logits.reshape(n, tile * tile, num_refs, window_size)
 
 
-def default_tiles_per_step(candidates_per_tile: int) -> int:
-    """Query tiles per step: on a CPU, as many as keep one step's affinities near
-    `CPU_STEP_AFFINITIES` (a few MB, so that the passes over them run in cache); elsewhere a
-    whole tile row (capped by the row's length in `propagate_frame`), as accelerators want."""
-    if jax.default_backend() != "cpu":
-        return 1 << 30
-    return max(1, round(CPU_STEP_AFFINITIES / candidates_per_tile))
+def default_tiles_per_step() -> int:
+    """Query tiles per step: `CPU_TILES_PER_STEP` on a CPU; elsewhere a whole tile row (capped
+    by the row's length in `propagate_frame`), as accelerators want large steps."""
+    return CPU_TILES_PER_STEP if jax.default_backend() == "cpu" else 1 << 30
 
 
 def _pad_width(x, width: int):
@@ -203,76 +197,52 @@ def _window_grid(span: int, num_refs: int):
 
 def _weighted_labels(blocks: list[Block], preset: protocol.Preset) -> jax.Array:
     """Soft labels of a chunk of tiles: the softmax over every candidate of all blocks together
-    (compactness-shaped), applied to their labels.
+    (top-k restricted, compactness-shaped), applied to their labels.
 
-    The blocks are never concatenated and the softmax never normalised before the labels are
-    weighted: sum(e v) / sum(e) over the blocks, with e = exp(logit - the largest logit) (times the
-    compactness prior), is the same convex combination in fewer passes over the candidates. The
-    labels' last channel is all ones (`propagate_frame` adds it), so the one label product yields
-    sum(e v) and sum(e) together.
+    The best candidates (the top-k's k-th largest affinity, the compactness prior's best
+    matches) are found exactly by `candidates.top_k_by_rows`; the top-k keeps every candidate at
+    least as large as the k-th (ties included). The blocks are never concatenated and the softmax
+    never normalised before the labels are weighted: sum(e v) / sum(e) over the blocks, with
+    e = exp(logit - the largest logit) (times the compactness prior), is the same convex
+    combination in fewer passes over the candidates. The labels' last channel is all ones
+    (`propagate_frame` adds it), so the one label product yields sum(e v) and sum(e) together. Labels
+    are channels first: XLA's CPU product with a short output is faster contracting minor axes.
 
     Returns:
       [n, Q, L].
     """
-    if preset.compactness:  # One block, the windows (`Preset` requires first_frame_window).
-        (block,) = blocks
-        span, (n, q, num_refs, window_size) = block.row_width, block.logits.shape
-        best_values, best = candidates.top_k_by_rows(_window_rows(block), preset.compactness_topk)
-        unnormalised = jnp.exp(block.logits - best_values[..., :1, None])
-        # The largest softmax weight is exp(0) / sum(e): the prior applies where it exceeds the gate.
-        confident = unnormalised.sum(axis=(-2, -1), keepdims=True) < 1.0 / preset.compactness_min_prob
-        prior = candidates.compactness_prior(
-            best, *_window_grid(span, num_refs), window_size=window_size, span=span, sigma=preset.compactness_sigma
-        )
-        blocks = [block._replace(logits=unnormalised * jnp.where(confident, prior.reshape(block.logits.shape), 1.0))]
+    needed = max(preset.topk or 0, preset.compactness_topk if preset.compactness else 0)
+    if needed:
+        picks = [candidates.top_k_by_rows(_window_rows(b), min(needed, b.logits[0, 0].size)) for b in blocks]
+        best_values = jnp.concatenate([values for values, _ in picks], axis=-1)
+        if len(blocks) > 1:
+            best_values = jax.lax.top_k(best_values, needed)[0]
+        largest = best_values[..., :1, None]  # [n, Q, 1, 1]
     else:
         largest = functools.reduce(jnp.maximum, [b.logits.max(axis=(-2, -1), keepdims=True) for b in blocks])
-        blocks = [block._replace(logits=jnp.exp(block.logits - largest)) for block in blocks]
     weighted = 0.0
-    for block in blocks:  # [n, Q, R*K] weights times [n, R*K, L + 1] labels
-        n, q = block.logits.shape[:2]
-        weighted = weighted + jnp.einsum(
-            "xqn,xnl->xql", block.logits.reshape(n, q, -1), block.labels.reshape(n, -1, block.labels.shape[-1])
-        )
-    return weighted[..., :-1] / weighted[..., -1:]
-
-
-def _top_k_labels(blocks: list[Block], preset: protocol.Preset) -> jax.Array:
-    """Soft labels of a chunk of tiles: the softmax over the `preset.topk` largest affinities of
-    all blocks together (compactness-shaped), applied to their labels; the other candidates
-    weigh exactly 0, so only the chosen ones are exponentiated.
-
-    Returns:
-      [n, Q, L].
-    """
-    values, labels, positions = [], [], []
     for block in blocks:
-        n, _, num_refs, window_size = block.logits.shape
-        value, index = candidates.top_k_by_rows(_window_rows(block), min(preset.topk, num_refs * window_size))
-        flat_labels = block.labels.reshape(n, 1, num_refs * window_size, -1)
-        values.append(value)
-        labels.append(jnp.take_along_axis(flat_labels, index[..., None], axis=-2))  # [n, Q, k, L]
-        positions.append(index)
-    value, which = jax.lax.top_k(jnp.concatenate(values, axis=-1), preset.topk)  # ties: earlier blocks first
-    label = jnp.take_along_axis(jnp.concatenate(labels, axis=-2), which[..., None], axis=-2)  # [n, Q, k, L]
-    unnormalised = jnp.exp(value - value[..., :1])  # [n, Q, k]
-    if preset.compactness:  # One block, the windows; its best matches are the first chosen ones.
-        span, window_size = blocks[0].row_width, blocks[0].logits.shape[-1]
-        index = jnp.take_along_axis(positions[0], which, axis=-1)
-        confident = unnormalised.sum(axis=-1, keepdims=True) < 1.0 / preset.compactness_min_prob
-        position = index % window_size
-        prior = candidates.compactness_prior(
-            index[..., : preset.compactness_topk],
-            index // window_size,
-            position // span,
-            position % span,
-            window_size=window_size,
-            span=span,
-            sigma=preset.compactness_sigma,
-        )
-        unnormalised = unnormalised * jnp.where(confident, prior, 1.0)
-    weighted = jnp.einsum("xqk,xqkl->xql", unnormalised, label)
-    return weighted / unnormalised.sum(axis=-1, keepdims=True)
+        unnormalised = jnp.exp(block.logits - largest)  # [n, Q, R, K]
+        if preset.topk is not None:
+            unnormalised = jnp.where(block.logits >= best_values[..., preset.topk - 1, None, None], unnormalised, 0.0)
+        if preset.compactness:  # One block, the windows (`Preset` requires first_frame_window).
+            span, (num_refs, window_size) = block.row_width, block.logits.shape[-2:]
+            # The largest softmax weight is exp(0) / sum(e): the prior applies where it exceeds the gate.
+            confident = unnormalised.sum(axis=(-2, -1), keepdims=True) < 1.0 / preset.compactness_min_prob
+            prior = candidates.compactness_prior(
+                picks[0][1][..., : preset.compactness_topk],
+                *_window_grid(span, num_refs),
+                window_size=window_size,
+                span=span,
+                sigma=preset.compactness_sigma,
+            )
+            unnormalised = unnormalised * jnp.where(confident, prior.reshape(block.logits.shape), 1.0)
+        flat = unnormalised.reshape(*block.logits.shape[:2], -1)  # [n, Q, R*K] times [n or 1, L + 1, R*K]:
+        if block.labels.shape[0] == 1:  # as a product with one shared operand (2.5x faster on a CPU)
+            weighted = weighted + jnp.einsum("xqn,ln->xql", flat, block.labels[0])
+        else:
+            weighted = weighted + jnp.einsum("xqn,xln->xql", flat, block.labels)
+    return weighted[..., :-1] / weighted[..., -1:]
 
 
 def bucket(size: int, step: int) -> int:
