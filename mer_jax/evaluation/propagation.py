@@ -5,9 +5,11 @@ reconstructed from its reference frames' (already propagated) soft labels throug
 softmax over the references' windows (the first frame's window, or the whole first frame, per
 `first_frame_window`), optionally restricted to the top-k affinities and sharpened by a
 compactness prior. The windows and their masked affinities are those of training
-(`correspondence.row_windows`, `correspondence.window_logits`); the work is processed one row of
-query tiles at a time (`lax.map`), so memory is bounded by one row of windows whatever the frame
-height (plus, with an unrestricted first frame, that row's [nTx, Q, h*w] affinities to it).
+(`correspondence.row_windows`, `correspondence.window_logits`; square windows take their masks
+inside the affinity product); the work is processed a few query tiles of one row at a time
+(`lax.map`), so memory is bounded by one step's windows whatever the frame size (plus, with an
+unrestricted first frame, that step's [n, Q, h*w] affinities to it). The best candidates (top-k,
+the prior's best matches) are found by `candidates.top_k_by_rows`.
 `Propagator` runs the kernel frame after frame without waiting for the device, on maps padded to
 shape buckets. The protocol's numbers and reference frames are in `protocol.py`.
 """
