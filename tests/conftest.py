@@ -2,8 +2,8 @@
 cheap, because compiling is ~90% of this suite's time (the shapes are tiny):
 
 - a compilation cache shared by the session's tests, the pytest-xdist workers (`-n auto` in
-  pyproject.toml) and the processes they start, caching every compilation, so that the many tiny
-  training runs of the same debug config compile once;
+  pyproject.toml) and the processes they start, so that the many tiny training runs of the same
+  debug config compile once;
 - XLA's CPU backend at LLVM optimisation level 0 (about half the compile time of the default;
   XLA's graph-level optimisations and fusions are unchanged, so the tests run the same programs,
   with float rounding that may differ from the default level's as two orders of summation do).
@@ -21,7 +21,6 @@ if "--xla_backend_optimization_level" not in _flags:
     _flags += " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="mer_jax_test_jit_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache

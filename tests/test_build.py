@@ -172,6 +172,7 @@ def test_each_bad_video_stops_the_build_with_a_message_naming_it(tmp_path):
         assert not os.path.exists(tmp_path / "tfds" / "ytvos")  # Nothing half-built is left behind.
 
 
+@pytest.mark.slow
 def test_skip_bad_builds_the_rest_and_prints_a_summary(tmp_path):
     make_bad_videos(tmp_path)
     command = [sys.executable, "-m", "data_prep.build", "--dataset=ytvos", f"--frames_root={tmp_path / 'frames'}",

@@ -331,6 +331,7 @@ checkpointer.close()
 """
 
 
+@pytest.mark.slow
 def test_read_only_folder_fails_at_once_and_the_process_exits(tmp_path):
     """A real read-only folder, in a subprocess: Orbax used to leave threads waiting 5 minutes at exit."""
     command = [sys.executable, "-c", textwrap.dedent(READ_ONLY_RUN), str(tmp_path / "checkpoints")]

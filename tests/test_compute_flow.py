@@ -87,6 +87,7 @@ def test_bad_inputs_name_the_file(tmp_path):
         compute_flow.compute_all(str(tmp_path / "nowhere"), str(tmp_path / "flow"), flow_gap=1, workers=1)
 
 
+@pytest.mark.slow
 def test_command_line_with_workers(tmp_path):
     clip = synthetic_video.generate_video(3, num_frames=3, height=32, width=32, num_objects=1)
     for name in ("a", "b", "c"):
@@ -134,6 +135,7 @@ def _wait_for(condition, seconds, step=0.05):
     return condition()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
 def test_workers_end_when_the_main_process_is_killed(tmp_path):
     clip = synthetic_video.generate_video(4, num_frames=8, height=240, width=320, num_objects=1)
@@ -172,6 +174,7 @@ def test_workers_end_when_the_main_process_is_killed(tmp_path):
     assert compute_flow.load_flow(str(out / done()[0]))[0].shape == (8, 240, 320, 2)
 
 
+@pytest.mark.slow
 def test_orphan_watchdog_exits_once_the_parent_is_gone(tmp_path):
     # The portable fallback, alone: a middle process starts a watched child, then is killed.
     watched = "import sys; from data_prep import compute_flow; compute_flow._exit_when_orphaned(int(sys.argv[1]), 0.05)"

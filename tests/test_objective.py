@@ -40,7 +40,7 @@ def loss_of(obj, state, batch, params=None, step=0, rng=jax.random.PRNGKey(3)):
     """The objective, jitted: one compilation is several times cheaper than its thousands of
     operations dispatched one by one."""
     params = state.params if params is None else params
-    return jax.jit(obj)(params, state.batch_stats, batch, rng, jnp.int32(step), state.memory_bank)
+    return jax.jit(lambda *args: obj(*args))(params, state.batch_stats, batch, rng, jnp.int32(step), state.memory_bank)
 
 
 def stage_one(obj, state, batch, params=None, rng=jax.random.PRNGKey(3)):
@@ -50,7 +50,7 @@ def stage_one(obj, state, batch, params=None, rng=jax.random.PRNGKey(3)):
     clean = color.uint8_rgb_to_normalized_lab(batch["frames"], obj.lab_mean, obj.lab_std)
     inputs, dropped = color.channel_dropout(dropout_rng, clean)
     variables = {"params": state.params if params is None else params, "batch_stats": state.batch_stats}
-    return clean, dropped, jax.jit(obj.features)(variables, inputs, batch["flow"], dropkey_rng).out
+    return clean, dropped, jax.jit(lambda *args: obj.features(*args).out)(variables, inputs, batch["flow"], dropkey_rng)
 
 
 def recon_error(obj, clean, dropped, query, refs, pixel_radius=None, **local):
@@ -197,7 +197,14 @@ def abstract_step(config):
     )
 
 
-@pytest.mark.parametrize("flags", list(itertools.product([False, True], repeat=len(SWITCHES))))
+def _switch_combinations():
+    """All 32 combinations of the switches; those with 2 to 4 on are in the slow tier (the fast
+    one traces none, each alone and all)."""
+    for flags in itertools.product([False, True], repeat=len(SWITCHES)):
+        yield flags if sum(flags) in (0, 1, len(SWITCHES)) else pytest.param(flags, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("flags", list(_switch_combinations()))
 def test_every_switch_combination_traces(flags):
     state, metrics, finite = abstract_step(config_with(**dict(zip(SWITCHES, flags))))
     assert metrics.loss.total.shape == () and finite.dtype == bool

@@ -97,6 +97,7 @@ def test_an_update_that_explodes_the_parameters_is_never_saved(tmp_path):
     assert not os.listdir(tmp_path / "checkpoints")
 
 
+@pytest.mark.slow
 def test_an_unwritable_workdir_ends_at_once_with_one_clear_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -65,6 +65,7 @@ def test_tapvid_examples_round_trip_to_pixel_tracks(tmp_path):
     np.testing.assert_array_equal(examples["synthetic_000"]["video"], frames)
 
 
+@pytest.mark.slow
 def test_command_line_writes_a_pickle_and_keeps_an_existing_one(tmp_path):
     output = tmp_path / "synthetic.pkl"
     command = [sys.executable, "-m", "data_prep.synthetic_tapvid", f"--output={output}", "--num_videos=2",

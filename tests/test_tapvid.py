@@ -108,6 +108,7 @@ def tapvid_run_config(path, output, **fields):
     return ml_collections.ConfigDict(config)
 
 
+@pytest.mark.slow
 def test_evaluator_end_to_end_with_floors_and_overlays(procedural, tmp_path):
     path, videos = procedural
     summary = evaluate.evaluate(

@@ -134,7 +134,9 @@ def benchmark_config(name, tmp_path):
     return config
 
 
-@pytest.mark.parametrize("name", ["davis", "ytvos", "jhmdb", "tapvid"])
+@pytest.mark.parametrize(
+    "name", ["davis", *(pytest.param(name, marks=pytest.mark.slow) for name in ("ytvos", "jhmdb", "tapvid"))]
+)
 def test_two_devices_write_what_one_device_writes(name, tmp_path, one_device):
     config = benchmark_config(name, tmp_path)
     config.output = str(tmp_path / "two")
