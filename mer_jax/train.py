@@ -362,14 +362,7 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and config.json.")
     config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-    flags.DEFINE_string(
-        "coordinator_address", None, "Multi-process runs: HOST:PORT of process 0 (or $JAX_COORDINATOR_ADDRESS)."
-    )
-    flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes (or $JAX_NUM_PROCESSES).")
-    flags.DEFINE_integer(
-        "process_id", None, "Multi-process runs: this process, 0..num_processes-1 (or $JAX_PROCESS_ID)."
-    )
-    flags.DEFINE_bool("distributed_auto", False, "Detect the multi-process job from SLURM, Open MPI, K8s or Cloud TPU.")
+    distributed.define_flags()
     flags.DEFINE_bool(
         "allow_config_change",
         False,
