@@ -27,7 +27,8 @@ def top_k_by_rows(rows: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     original order, and searched whole.
 
     Args:
-      rows: [..., R, W] candidates, row after row (e.g. a window's rows, a frame's rows).
+      rows: [..., R, W] finite candidates, row after row (e.g. a window's rows, a frame's rows;
+        masked affinities are the finite MASKED_LOGIT).
       k: how many to keep; at most R * W.
 
     Returns:
