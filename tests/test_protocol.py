@@ -81,3 +81,8 @@ def test_presets_list_every_field_and_differ_only_where_named():
     # 16x16 feature grids (64x64 procedural videos): radius at most a quarter of the side.
     assert built["mer_small"] == dataclasses.replace(mer, radius=4)
     assert built["crw_small"] == dataclasses.replace(crw, radius=4)
+
+
+def test_compactness_topk_beyond_topk_is_refused():
+    with pytest.raises(ValueError, match=r"compactness_topk \(3\) must be at most topk \(2\)"):
+        protocol.Preset(context="mer", topk=2, compactness=True, compactness_topk=3)

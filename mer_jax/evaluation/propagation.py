@@ -85,7 +85,6 @@ def propagate_frame(
     cells_padded = correspondence.pad_for_windows(_pad_width(cells[..., None], padded_width), radius, tile)
     keys_padded = correspondence.pad_for_windows(_pad_width(keys[first:], padded_width), radius, tile)
     labels_padded = correspondence.pad_for_windows(_pad_width(labels[first:], padded_width), radius, tile)
-    in_window = jnp.asarray(correspondence.window_distance(radius, tile, preset.window) <= radius)  # [Q, K]
     q_tiles = correspondence.tile_queries(_pad_width(query, padded_width)[None], tile)[0]  # [nTy, nTx', Q, C]
     q_steps = q_tiles.reshape(num_rows * steps_per_row, step, *q_tiles.shape[2:])
     first_labels = labels[0].reshape(h * w, -1).T[None]  # [1, L + 1, h*w]
@@ -108,6 +107,7 @@ def propagate_frame(
             if preset.window == "square":
                 logits = _square_window_logits(queries, k, inside[:, None, :] & valid[None, first:, None], preset)
             else:
+                in_window = correspondence.window_distance(radius, tile, preset.window) <= radius  # [Q, K]
                 allowed = in_window[None, :, None, :] & inside[:, None, None, :] & valid[None, None, first:, None]
                 logits = correspondence.window_logits(queries, k, allowed, preset.temperature)
             v = windows(labels_padded)  # [M', n, K, L]
