@@ -3,7 +3,8 @@ as a fraction of what the machine can do (shared machines vary from hour to hour
 
   python bench/machine_rate.py [--json=PATH]
 
-Times, jitted and compiled beforehand, on the default device in float32:
+Times, jitted and compiled beforehand (with mer_jax's CPU compiler options, `cpu_compiler`: the
+convolutions through the kernels mer_jax uses), on the default device in float32:
 - `conv64_gflops`: a 3x3 'SAME' convolution, 64 -> 64 channels, batch 8 of 64x64 maps (the
   narrow ResNet stages of the CPU configs);
 - `conv16_gflops`: the same with 16 channels (the narrowest stages);
@@ -13,16 +14,22 @@ Each is the best of `repeats` timed calls of its analytic FLOP count (2 per mult
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mer_jax import cpu_compiler  # noqa: E402
+
 
 def _best_rate(fn, args, flops: float, repeats: int) -> float:
     """GFLOP/s of the fastest of `repeats` calls of the compiled fn."""
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = cpu_compiler.jit(fn).lower(*args).compile()
     jax.block_until_ready(compiled(*args))
     best = float("inf")
     for _ in range(repeats):

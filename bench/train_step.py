@@ -47,7 +47,7 @@ from jax._src.ad_checkpoint import saved_residuals  # noqa: E402  (print_saved_r
 from ml_collections import config_flags  # noqa: E402
 
 from bench import flop_count, machine_rate  # noqa: E402
-from mer_jax import objective, sampler, sharding, train, train_state  # noqa: E402
+from mer_jax import cpu_compiler, objective, sampler, sharding, train, train_state  # noqa: E402
 from mer_jax.models import ven as ven_lib  # noqa: E402
 
 DEFAULT_CONFIGS = ("configs/demo.py", "configs/demo.py:baseline")
@@ -117,7 +117,7 @@ def bench(config, steps: int, memory_only: bool = False) -> dict:
     replicated = sharding.replicated(mesh)
     state = jax.jit(init_fn, out_shardings=replicated)()
     loss_fn = objective.from_config(config, model, steps + 1)
-    step_fn = jax.jit(
+    step_fn = cpu_compiler.jit(
         lambda s, b: train.train_step(s, b, loss_fn=loss_fn, schedule=schedule),
         in_shardings=(replicated, sharding.batch_sharding(mesh)),
         out_shardings=(replicated, replicated, replicated),
@@ -161,8 +161,8 @@ def bench(config, steps: int, memory_only: bool = False) -> dict:
         )
         return out.features.sum()
 
-    _, encoder_s = timed(jax.jit(jax.grad(encoder_loss)), state.params, inputs, flow, repeats=steps)
-    features = jax.jit(lambda v, x, f: model.apply(v, x, f, refine=False).features)(variables, inputs, flow)
+    _, encoder_s = timed(cpu_compiler.jit(jax.grad(encoder_loss)), state.params, inputs, flow, repeats=steps)
+    features = cpu_compiler.jit(lambda v, x, f: model.apply(v, x, f, refine=False).features)(variables, inputs, flow)
     parts = {"encoder": encoder_s, "ven": 0.0, "sampler": 0.0}
     if config.model.use_ven:
         ven = ven_lib.ValueExtractionNetwork(**model.ven, **model.value_map, dtype=model.dtype)
@@ -171,10 +171,10 @@ def bench(config, steps: int, memory_only: bool = False) -> dict:
             out = ven.apply({"params": params}, target, refs, train=True, rngs={"dropkey": jax.random.PRNGKey(0)})
             return out.features.sum()
 
-        ven_grad = jax.jit(jax.grad(ven_loss, argnums=(0, 1, 2)))
+        ven_grad = cpu_compiler.jit(jax.grad(ven_loss, argnums=(0, 1, 2)))
         _, parts["ven"] = timed(ven_grad, state.params["ven"], features[:, -1], features[:, :-1], repeats=steps)
     if config.model.use_sampler:
-        radii = jax.jit(lambda f: sampler.pixel_radii(f, **config.model.sampler).radius)
+        radii = cpu_compiler.jit(lambda f: sampler.pixel_radii(f, **config.model.sampler).radius)
         _, parts["sampler"] = timed(radii, features[:, -1], repeats=steps)
     parts["loss"] = max(step_s - sum(parts.values()), 0.0)
     device_stats = jax.devices()[0].memory_stats() or {}

@@ -19,7 +19,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mer_jax import color, feature_maps, input_pipeline, losses, memory_bank, objective, sampler, train_state
+from mer_jax import (
+    color,
+    cpu_compiler,
+    feature_maps,
+    input_pipeline,
+    losses,
+    memory_bank,
+    objective,
+    sampler,
+    train_state,
+)
 from mer_jax.data import sources
 from mer_jax.evaluation import vos
 from mer_jax.models import encoder as encoder_lib
@@ -246,7 +256,7 @@ class Prober:
 
     def __init__(self, obj: objective.Objective, config: ml_collections.ConfigDict):
         self.probe = make_probe(config)
-        self._compute = jax.jit(functools.partial(compute, obj))
+        self._compute = cpu_compiler.jit(functools.partial(compute, obj))
 
     def __call__(self, state: train_state.TrainState, step: int) -> dict[str, float]:
         """{key: value} of `compute` on the state's variables and memory bank at `step`."""

@@ -35,6 +35,7 @@ from ml_collections import config_flags
 
 from mer_jax import (
     checkpointing,
+    cpu_compiler,
     diagnostics,
     distributed,
     export,
@@ -213,7 +214,7 @@ def _train(
     if jax.process_index() == 0:
         run_config.record_start(workdir, config, start_step, changed, history)
 
-    step_fn = jax.jit(
+    step_fn = cpu_compiler.jit(
         functools.partial(train_step, loss_fn=loss_fn, schedule=schedule),
         in_shardings=(replicated, sharding.batch_sharding(mesh)),
         out_shardings=(replicated, replicated, replicated),

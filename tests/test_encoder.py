@@ -73,3 +73,28 @@ def test_pos_embed_is_resized_for_other_sizes():
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="bn_mode"):
         encoder_lib.Encoder(**NARROW, bn_mode="sync").init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def test_scaled_input_matches_the_combined_image_in_value_and_every_gradient():
+    """A ScaledInput's scale gets its gradient from a forward convolution of the offset (no stem
+    input gradient): value and gradients (scale, parameters, base, offset) are those of the plain
+    image base + scale * offset, differentiated by JAX."""
+    model = encoder_lib.Encoder(**NARROW)
+    rng = np.random.default_rng(0)
+    base, offset, g = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(2, 18, 22, 5)] * 2 + [(2, 5, 6, 8)])
+    variables = model.init(jax.random.PRNGKey(0), base)
+    variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.PRNGKey(3), v.shape), variables)
+
+    def loss(params, base, offset, scale, scaled: bool):
+        x = encoder_lib.ScaledInput(base, offset, scale)
+        out = model.apply({**variables, "params": params}, x if scaled else x.combined())
+        return jnp.sum(out * g)
+
+    args = (variables["params"], base, offset, jnp.float32(0.7))
+    value_and_grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)), static_argnames="scaled")
+    want_value, want_grads = value_and_grads(*args, scaled=False)
+    value, grads = value_and_grads(*args, scaled=True)
+    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-5)
+    assert abs(float(want_grads[3])) > 1.0  # The scale's gradient is not trivially small.
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))

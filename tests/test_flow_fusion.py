@@ -116,7 +116,7 @@ def test_fusion_adds_alpha_times_encoded_flow(encoding):
         scaled = np.asarray(flow) / np.array([7.0, 5.0])  # (dx / W, dy / H)
         encoded = np.einsum("...i,io->...o", scaled, kernel)
     params = {**params, "alpha": jnp.asarray(0.7)}
-    out = jax.jit(model.apply)({"params": params}, frames, flow)
+    out = jax.jit(model.apply)({"params": params}, frames, flow).combined()
     np.testing.assert_allclose(np.asarray(out), np.asarray(frames) + 0.7 * encoded, atol=1e-5)
 
 
@@ -128,7 +128,7 @@ def test_channels_encoding_hand_case():
     model = flow_fusion.FlowFusion(encoding="channels", lab_mean=LAB_MEAN, lab_std=LAB_STD, alpha_init=0.5, scale=0.02)
     params = model.init(jax.random.PRNGKey(0), frames, flow)["params"]
     assert set(params) == {"alpha"}
-    out = np.asarray(model.apply({"params": params}, frames, flow))
+    out = np.asarray(model.apply({"params": params}, frames, flow).combined())
     assert out.shape == (1, 5, 7, 5)
     np.testing.assert_array_equal(out[..., :3], np.asarray(frames))  # The dropped channel stays zero.
     np.testing.assert_allclose(out[..., 3], 0.5 * 1.4 / 7 / 0.02, rtol=1e-5)  # = 5.0
@@ -137,11 +137,11 @@ def test_channels_encoding_hand_case():
     # image holds; the opposite motion encodes to the opposite values.
     big = model.apply(
         {"params": params}, jnp.zeros((1, 10, 14, 3)), jnp.broadcast_to(2 * flow[:, :1, :1], (1, 10, 14, 2))
-    )
+    ).combined()
     np.testing.assert_allclose(np.asarray(big)[..., 3:], np.broadcast_to(out[:, :1, :1, 3:], (1, 10, 14, 2)), rtol=1e-5)
-    reverse = np.asarray(model.apply({"params": params}, frames, -flow))
+    reverse = np.asarray(model.apply({"params": params}, frames, -flow).combined())
     np.testing.assert_allclose(reverse[..., 3:], -out[..., 3:], rtol=1e-6)
-    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, frames, flow)))(params)
+    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, frames, flow).combined()))(params)
     assert float(grads["alpha"]) == pytest.approx(35 * (1.4 / 7 - 0.5 / 5) / 0.02, rel=1e-4)
 
 
@@ -150,9 +150,9 @@ def test_gradient_reaches_alpha(encoding):
     frames, flow = _frames_and_flow(1)
     model = flow_fusion.FlowFusion(encoding=encoding, lab_mean=LAB_MEAN, lab_std=LAB_STD)
     params = model.init(jax.random.PRNGKey(1), frames, flow)["params"]
-    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, frames, flow)))(params)
+    grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, frames, flow).combined()))(params)
     # d sum(I + alpha G) / d alpha = sum(G) = sum(O - I) / alpha.
-    fused = model.apply({"params": params}, frames, flow)
+    fused = model.apply({"params": params}, frames, flow).combined()
     want = float(jnp.sum(fused - frames)) / float(params["alpha"])
     assert float(grads["alpha"]) == pytest.approx(want, rel=1e-3)
     assert abs(float(grads["alpha"])) > 1e-3

@@ -32,7 +32,7 @@ def test_flow_is_fused_before_the_encoder_and_the_ven_refines_the_target():
         **config.model.flow, lab_mean=config.data.lab_mean, lab_std=config.data.lab_std
     ).apply({"params": params["flow_fusion"]}, frames, flow)
     features = encoder.Encoder(**config.model.encoder).apply(
-        {"params": params["encoder"], "batch_stats": stats["encoder"]}, fused.reshape(6, 32, 32, 5)
+        {"params": params["encoder"], "batch_stats": stats["encoder"]}, fused.combined().reshape(6, 32, 32, 5)
     )
     np.testing.assert_allclose(np.asarray(out.features), np.asarray(features).reshape(out.features.shape), atol=1e-6)
     refined = ven.ValueExtractionNetwork(**config.model.ven, **config.model.value_map).apply(

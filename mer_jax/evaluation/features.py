@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mer_jax import color, export, feature_maps
+from mer_jax import color, cpu_compiler, export, feature_maps
 from mer_jax.data import flow as flow_lib
 from mer_jax.evaluation import vos
 from mer_jax.models import encoder as encoder_lib
@@ -37,10 +37,10 @@ class TrainedEncoder:
         self.model, self.batch, self.use_ven = model, batch, use_ven
         self._placed: dict[jax.Device, dict] = {}  # The variables on each device used so far.
         self._lock = threading.Lock()
-        self._embed = jax.jit(
+        self._embed = cpu_compiler.jit(
             lambda variables, frames, flow: export.embed(model._replace(variables=variables), frames, flow)
         )
-        self._refine = jax.jit(
+        self._refine = cpu_compiler.jit(
             lambda variables, features, target, refs: export.ven_refine(
                 model._replace(variables=variables), features[target], features[refs]
             )

@@ -3,10 +3,13 @@
 conv1 7x7/2 + BN + ReLU (no max-pool), four stages of two basic blocks with strides
 (1, 2, 1, 1), and a 3x3 head conv to `embed_dim` without normalisation. Stage widths are
 configurable so that demos and tests can run narrow versions on a CPU.
+
+The encoder takes images, or a `ScaledInput` (images plus a learnable scalar times an offset:
+flow fusion's output) whose scalar gets its gradient without the stem's input gradient.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -18,6 +21,52 @@ OUTPUT_STRIDE = 4  # conv1 (2) x layer2 (2)
 # PyTorch's kaiming_normal_(mode='fan_out', nonlinearity='relu'), as torchvision's ResNet.
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 BN_MODES = ("frozen", "batch")
+_STEM_KERNEL, _STEM_STRIDE, _STEM_PADDING = (7, 7), (2, 2), 3
+
+
+class ScaledInput(NamedTuple):
+    """An encoder input `base + scale * offset` ([B, H, W, C] each, `scale` a scalar array).
+
+    The encoder's value is that of `combined()`; the difference is the backward pass. The gradient
+    of `scale`, sum(g * dstem/dscale), is sum(g * stem(offset)) by linearity: a forward
+    convolution, where `combined()` would need the stem's input gradient, a transposed 7x7 stride-2
+    convolution that XLA's CPU backend runs at ~5 GFLOP/s (81 ms of a 0.9 s train step at
+    configs/real.py:cpu; bench/RESULTS.md, issue 22, 'The train step'). The input gradient is still
+    computed where `base` or `offset` need one (e.g. flow fusion's learnable 'conv' encoding).
+    """
+
+    base: jax.Array
+    offset: jax.Array
+    scale: jax.Array
+
+    def combined(self) -> jax.Array:
+        """base + scale * offset, [B, H, W, C]."""
+        return self.base + self.scale.astype(self.base.dtype) * self.offset
+
+    def reshape(self, *shape: int) -> "ScaledInput":
+        """base and offset reshaped to `shape`."""
+        return self._replace(base=self.base.reshape(*shape), offset=self.offset.reshape(*shape))
+
+
+def _scaled_stem(stem: nn.Conv, x: ScaledInput) -> jax.Array:
+    """stem(x.combined()), with the gradient of x.scale from sum(g * stem(x.offset)) (ScaledInput).
+
+    The first term sees the scale as a constant, so its gradient reaches the kernel, `base` and
+    `offset` as stem(combined()) would give it; the second term adds exactly zero to the value
+    ((scale - stop_gradient(scale)) = 0) and carries the scale's gradient alone.
+    """
+    frozen = jax.lax.stop_gradient(x.scale)
+    out = stem(x._replace(scale=frozen).combined())
+    kernel = jax.lax.stop_gradient(stem.variables["params"]["kernel"])
+    dtype = out.dtype
+    offset_out = jax.lax.conv_general_dilated(
+        jax.lax.stop_gradient(x.offset).astype(dtype),
+        kernel.astype(dtype),
+        _STEM_STRIDE,
+        [(_STEM_PADDING, _STEM_PADDING)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    return out + (x.scale - frozen).astype(dtype) * offset_out
 
 
 class _Norm(nn.Module):
@@ -62,7 +111,8 @@ class BasicBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Maps images [B, H, W, 3] to embeddings [B, ceil(H/4), ceil(W/4), embed_dim].
+    """Maps images [B, H, W, C] (or a `ScaledInput` of that shape) to embeddings
+    [B, ceil(H/4), ceil(W/4), embed_dim].
 
     Attributes:
       embed_dim: output channels.
@@ -86,13 +136,14 @@ class Encoder(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array | ScaledInput, train: bool = False) -> jax.Array:
         if self.bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
         if len(self.stage_widths) != len(_STAGE_STRIDES):
             raise ValueError(f"stage_widths needs {len(_STAGE_STRIDES)} entries, got {self.stage_widths}")
         conv = functools.partial(nn.Conv, kernel_init=_CONV_INIT, dtype=self.dtype)
-        x = conv(self.stem_width, (7, 7), (2, 2), padding=3, use_bias=False)(x)
+        stem = conv(self.stem_width, _STEM_KERNEL, _STEM_STRIDE, padding=_STEM_PADDING, use_bias=False)
+        x = _scaled_stem(stem, x) if isinstance(x, ScaledInput) else stem(x)
         x = nn.relu(_Norm(self.bn_mode, dtype=self.dtype)(x, train))
         if self.pos_embed:
             if self.has_variable("params", "pos_embedding"):

@@ -3,7 +3,9 @@
 `FlowFusion` either adds the encoded flow to the frames' three channels, O = I + alpha * G(F), G
 the Middlebury colour-wheel flow image in normalised Lab (`flow_to_color`, the paper's) or a
 learnable 1x1 conv of the flow divided by the image size, or appends it as two channels of its
-own at a fixed scale, O = [I, alpha * F / (scale * size)] ('channels', the default).
+own at a fixed scale, O = [I, alpha * F / (scale * size)] ('channels', the default). It returns O
+as an `encoder.ScaledInput` (base + alpha * offset), so that the encoder computes alpha's gradient
+without the stem's input gradient.
 """
 
 import flax.linen as nn
@@ -12,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mer_jax import color
+from mer_jax.models import encoder as encoder_lib
 
 FLOW_ENCODINGS = ("channels", "color", "conv")
 _FLOW_EPS = 1e-5
@@ -102,7 +105,7 @@ class FlowFusion(nn.Module):
     scale: float = 0.02
 
     @nn.compact
-    def __call__(self, frames: jax.Array, flow: jax.Array) -> jax.Array:
+    def __call__(self, frames: jax.Array, flow: jax.Array) -> encoder_lib.ScaledInput:
         """Fuses the encoded flow into the frames.
 
         Args:
@@ -110,7 +113,10 @@ class FlowFusion(nn.Module):
           flow: [B, H, W, 2] flow (dx, dy) in pixels, same leading dims as `frames`.
 
         Returns:
-          [B, H, W, 5] frames and flow channels ('channels'), else [B, H, W, 3] fused frames.
+          O = base + alpha * offset (`combined()`): [B, H, W, 5] frames and flow channels
+          ('channels': base the frames and two zero channels, offset three zero channels and the
+          relative flow / scale), else [B, H, W, 3] fused frames (base the frames, offset the
+          encoded flow).
         """
         if self.encoding not in FLOW_ENCODINGS:
             raise ValueError(f"encoding must be one of {FLOW_ENCODINGS}, got {self.encoding!r}")
@@ -122,10 +128,16 @@ class FlowFusion(nn.Module):
         height, width = frames.shape[-3:-1]
         relative = flow / jnp.asarray([width, height], flow.dtype)  # Fractions of the image side.
         if self.encoding == "channels":
-            return jnp.concatenate([frames, (alpha * relative / self.scale).astype(frames.dtype)], axis=-1)
+            zeros = jnp.zeros_like(frames[..., :2])
+            offset = (relative / self.scale).astype(frames.dtype)
+            return encoder_lib.ScaledInput(
+                jnp.concatenate([frames, zeros], axis=-1),
+                jnp.concatenate([jnp.zeros_like(frames), offset], axis=-1),
+                alpha,
+            )
         if self.encoding == "color":
             encoded = color.normalize_lab(color.rgb_to_lab(flow_to_color(flow)), self.lab_mean, self.lab_std)
         else:
             # A 1x1 conv is a Dense layer on the channel axis.
             encoded = nn.Dense(3, use_bias=False, name="flow_conv")(relative)
-        return frames + alpha * encoded.astype(frames.dtype)
+        return encoder_lib.ScaledInput(frames, encoded.astype(frames.dtype), alpha)

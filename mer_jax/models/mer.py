@@ -56,16 +56,17 @@ class MER(nn.Module):
 
         `refine=False` skips the VEN (single-frame embedding for label propagation).
         """
-        b, n = frames.shape[:2]
+        b, n, height, width = frames.shape[:4]
+        inputs = frames  # [B, N, H, W, C], or flow fusion's ScaledInput of that shape
         if self.use_flow:
             if flow is None:
                 raise ValueError("this model fuses optical flow (use_flow=True): pass the frames' flow")
             fusion = flow_fusion.FlowFusion(
                 **self.flow, lab_mean=self.lab_mean, lab_std=self.lab_std, name="flow_fusion"
             )
-            frames = fusion(frames, flow)
+            inputs = fusion(frames, flow)
         encoder = encoder_lib.Encoder(**self.encoder, dtype=self.dtype, remat=self.remat, name="encoder")
-        features = encoder(frames.reshape(b * n, *frames.shape[2:]), train)
+        features = encoder(inputs.reshape(b * n, height, width, -1), train)
         features = features.reshape(b, n, *features.shape[1:])
         if self.use_ven and refine and n > 1:
             refined = ven_lib.ValueExtractionNetwork(**self.ven, **self.value_map, dtype=self.dtype, name="ven")(
