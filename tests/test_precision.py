@@ -66,9 +66,9 @@ def test_bfloat16_convolutions_and_float32_softmax():
     model, init_fn, _ = train_state.make_initializer(config, total_steps=10)
     loss_fn = objective.from_config(config, model, total_steps=10)
     state = jax.eval_shape(init_fn)  # Traced, not run: the bfloat16 step itself is run by the test above.
-    jaxpr = jax.make_jaxpr(
-        lambda p, stats, bank: loss_fn(p, stats, batch, jax.random.PRNGKey(0), 0, bank)[0]
-    )(state.params, state.batch_stats, state.memory_bank)
+    jaxpr = jax.make_jaxpr(lambda p, stats, bank: loss_fn(p, stats, batch, jax.random.PRNGKey(0), 0, bank)[0])(
+        state.params, state.batch_stats, state.memory_bank
+    )
     text = str(jaxpr)
     assert "conv_general_dilated" in text
     convs = [line for line in text.splitlines() if "conv_general_dilated" in line]
