@@ -4,7 +4,7 @@ checkouts: a change that should not alter training must give the same numbers up
   python bench/step_losses.py [--config=configs/demo.py] [--steps=20] [--repo=PATH] --json=OUT.json
   python bench/step_losses.py --compare=OLD.json,NEW.json
 
-For each row of configs/table4.py (the five MER switch settings) it builds the config's model and
+For each row of the checkout's configs/table4.py (the five MER switch settings) it builds the config's model and
 train step in the checkout at `--repo` (default: this one), then runs `--steps` jitted steps from
 the config's seed on a fixed stream of random clips (uint8 frames, and normal flow for rows with
 flow, from numpy seed 0), recording each step's 'loss' and 'grad_norm'. JSON: {row: {"loss":
@@ -20,35 +20,27 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = {  # configs/table4.py ROWS, spelled out so that an older checkout needs no such module.
-    "baseline": (False, False, False, False, False),
-    "motion": (True, True, False, False, False),
-    "sampler": (False, False, True, False, False),
-    "fused_loss": (False, False, False, True, True),
-    "all": (True, True, True, True, True),
-}
-SWITCHES = ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg")
 
 
-def run_row(spec: str, switches: tuple[bool, ...], steps: int) -> dict[str, list[float]]:
-    """Per-step 'loss' and 'grad_norm' of `steps` train steps of config `spec` with the row's switches."""
+def run_row(spec: str, switches: dict[str, bool], steps: int) -> dict[str, list[float]]:
+    """Per-step 'loss' and 'grad_norm' of `steps` train steps of config `spec` with the row's
+    switches ({config.model field: value})."""
     import jax
     from absl import flags
     from ml_collections import config_flags
 
-    from mer_jax import train, train_state
+    from mer_jax import objective, train, train_state
 
     try:  # The jit this checkout's train.py uses (its CPU compiler options), where it has one.
         from mer_jax.cpu_compiler import jit
     except ImportError:
         jit = jax.jit
-    from mer_jax import objective
 
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", flag_values=flag_values)
     flag_values(["step_losses", f"--config={spec}"])
     config = flag_values.config
-    for name, value in zip(SWITCHES, switches):
+    for name, value in switches.items():
         config.model[name] = value
     model, init_fn, schedule = train_state.make_initializer(config, total_steps=steps + 1)
     state = jax.jit(init_fn)()
@@ -75,8 +67,8 @@ def run_row(spec: str, switches: tuple[bool, ...], steps: int) -> dict[str, list
 def compare(old: dict, new: dict) -> dict[str, dict[str, float]]:
     """{row: {quantity: max over steps of |new - old| / |old|}} for the rows both files hold."""
     result = {}
-    for row in ROWS:
-        if row in old and row in new:
+    for row in old:
+        if row != "_config" and row in new:
             result[row] = {
                 key: float(np.max(np.abs(np.subtract(new[row][key], old[row][key])) / np.abs(old[row][key])))
                 for key in ("loss", "grad_norm")
@@ -88,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.py")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated Table-4 rows")
+    parser.add_argument("--rows", default=None, help="comma-separated Table-4 rows (default: all)")
     parser.add_argument("--repo", default=REPO, help="the checkout to run (default: this one)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--compare", default=None, help="OLD.json,NEW.json: print their differences")
@@ -108,9 +100,11 @@ def main() -> None:
     output = os.path.abspath(args.json) if args.json else None
     sys.path.insert(0, repo)
     os.chdir(repo)  # Config paths are relative to the checkout.
+    from configs import table4  # The checkout's rows.
+
     results = {"_config": args.config}
-    for row in args.rows.split(","):
-        results[row] = run_row(args.config, ROWS[row], args.steps)
+    for row in args.rows.split(",") if args.rows else table4.ROWS:
+        results[row] = run_row(args.config, table4.ROWS[row], args.steps)
         print(row, " ".join(f"{x:.6f}" for x in results[row]["loss"]), flush=True)
     if output:
         with open(output, "w") as f:

@@ -87,7 +87,8 @@ def propagate_frame(
     labels_padded = correspondence.pad_for_windows(_pad_width(labels[first:], padded_width), radius, tile)
     q_tiles = correspondence.tile_queries(_pad_width(query, padded_width)[None], tile)[0]  # [nTy, nTx', Q, C]
     q_steps = q_tiles.reshape(num_rows * steps_per_row, step, *q_tiles.shape[2:])
-    first_labels = labels[0].reshape(h * w, -1).T[None]  # [1, L + 1, h*w]
+    if not preset.first_frame_window:  # The whole first frame's labels, shared by every step.
+        first_labels = labels[0].reshape(h * w, -1).T[None]  # [1, L + 1, h*w]
 
     def chunk(args):
         queries, index = args  # [n, Q, C], the step's index
