@@ -98,7 +98,8 @@ def run_one(args, preset_name: str, encoder_name: str) -> dict:
 def end_to_end(args, encoder, preset) -> dict:
     """One DAVIS sequence read, segmented and written as `davis.Evaluator.run` does; timed on a
     second pass (the first compiles)."""
-    from mer_jax.evaluation import background, davis_data, vos
+    from mer_jax.evaluation import background, vos
+    from mer_jax.evaluation.benchmarks.davis import data as davis_data
 
     def whole_sequence(output: str) -> tuple[float, int]:
         start = time.perf_counter()

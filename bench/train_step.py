@@ -47,7 +47,7 @@ from jax._src.ad_checkpoint import saved_residuals  # noqa: E402  (print_saved_r
 from ml_collections import config_flags  # noqa: E402
 
 from bench import flop_count, machine_rate  # noqa: E402
-from mer_jax import cpu_compiler, objective, sampler, sharding, train, train_state  # noqa: E402
+from mer_jax import cpu_compiler, objective, sharding, train, train_state  # noqa: E402
 from mer_jax.models import ven as ven_lib  # noqa: E402
 
 DEFAULT_CONFIGS = ("configs/demo.py", "configs/demo.py:baseline")
@@ -173,8 +173,8 @@ def bench(config, steps: int, memory_only: bool = False) -> dict:
 
         ven_grad = cpu_compiler.jit(jax.grad(ven_loss, argnums=(0, 1, 2)))
         _, parts["ven"] = timed(ven_grad, state.params["ven"], features[:, -1], features[:, :-1], repeats=steps)
-    if config.model.use_sampler:
-        radii = cpu_compiler.jit(lambda f: sampler.pixel_radii(f, **config.model.sampler).radius)
+    if loss_fn.sampler is not None:  # The objective's own sampler, alone.
+        radii = cpu_compiler.jit(lambda f: loss_fn.sampler(f).radius)
         _, parts["sampler"] = timed(radii, features[:, -1], repeats=steps)
     parts["loss"] = max(step_s - sum(parts.values()), 0.0)
     device_stats = jax.devices()[0].memory_stats() or {}

@@ -3,7 +3,8 @@
   python -m mer_jax.evaluate --config=configs/davis.py --config.checkpoint=DIR \
       --config.davis_root=PATH/DAVIS [--config.preset=crw] [--config.encoder=lab]
 
-Variants: `configs/davis.py:debug` shrinks the run for tests.
+Variants: `configs/davis.py:debug` shrinks the run for tests. `fields()` is the benchmark's own
+section, also `config.evals.davis` during training (`propagation.training_eval`).
 """
 
 import ml_collections
@@ -11,12 +12,23 @@ from ml_collections import config_dict
 
 from configs import propagation
 
+PRESET = "mer"  # 480p frames give a 120x214 feature grid (at least 120x160 in DAVIS): radius 14 stays local.
+
+
+def fields() -> ml_collections.ConfigDict:
+    """The DAVIS benchmark's own fields (`benchmarks/davis/evaluator.py`)."""
+    fields = ml_collections.ConfigDict()
+    fields.davis_root = config_dict.placeholder(str)  # The DAVIS folder (JPEGImages/, Annotations/, ImageSets/).
+    fields.year = "2017"  # '2017' (palette masks, 255 void) or '2016' (grey single-object masks).
+    fields.subset = "val"  # ImageSets/<year>/<subset>.txt lists the sequences.
+    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of them (None: all).
+    fields.save_overlays = False  # Also write <output>/overlays/<sequence>.mp4.
+    return fields
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("davis")
-    config.davis_root = config_dict.placeholder(str)  # The DAVIS folder (JPEGImages/, Annotations/, ImageSets/).
-    config.year = "2017"  # '2017' (palette masks, 255 void) or '2016' (grey single-object masks).
-    config.subset = "val"  # ImageSets/<year>/<subset>.txt lists the sequences.
+    config = propagation.benchmark_config("davis", PRESET)
+    config.update(fields())
     if arg == "debug":
         config.encoder = "lab"
         config.presets.mer.radius = 4

@@ -2,6 +2,9 @@
 
   python -m mer_jax.evaluate --config=configs/jhmdb.py --config.checkpoint=DIR \
       --config.jhmdb_root=PATH/JHMDB
+
+`fields()` is the benchmark's own section, also `config.evals.jhmdb` during training
+(`propagation.training_eval`).
 """
 
 import ml_collections
@@ -9,14 +12,24 @@ from ml_collections import config_dict
 
 from configs import propagation
 
+PRESET = "crw"
+
+
+def fields() -> ml_collections.ConfigDict:
+    """The JHMDB benchmark's own fields (`benchmarks/jhmdb/evaluator.py`)."""
+    fields = ml_collections.ConfigDict()
+    fields.jhmdb_root = config_dict.placeholder(str)  # Holds Rename_Images/, joint_positions/, splits/.
+    fields.jhmdb_split = 1
+    fields.jhmdb_sigma = 0.5  # Gaussian sigma (feature cells) of the first frame's joint heatmaps.
+    fields.jhmdb_topk = 3  # A joint is decoded from its heatmap's topk largest values.
+    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of the videos (None: all).
+    fields.save_overlays = False  # Also write <output>/overlays/<class>_<video>.mp4.
+    return fields
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("jhmdb")
-    config.preset = "crw"
-    config.jhmdb_root = config_dict.placeholder(str)  # Holds Rename_Images/, joint_positions/, splits/.
-    config.jhmdb_split = 1
-    config.jhmdb_sigma = 0.5  # Gaussian sigma (feature cells) of the first frame's joint heatmaps.
-    config.jhmdb_topk = 3  # A joint is decoded from its heatmap's topk largest values.
+    config = propagation.benchmark_config("jhmdb", PRESET)
+    config.update(fields())
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/jhmdb.py")
     return config

@@ -1,83 +1,82 @@
 """Label-propagation presets and the fields every benchmark config shares (docs/method.md,
 'Label propagation' and 'Benchmarks'); the presets also serve evaluation during training."""
 
+import importlib
+
 import ml_collections
 from ml_collections import config_dict
 
 
-def presets() -> ml_collections.ConfigDict:
-    """The label-propagation protocols; every number is a field (`protocol.Preset`)."""
-    presets = ml_collections.ConfigDict()
-    presets.mer = ml_collections.ConfigDict(
-        dict(
-            context="mer",
-            radius=14,
-            first_frame_window=True,
-            window="square",
-            temperature=1.0,
-            topk=config_dict.placeholder(int),  # None: every affinity in the windows.
-            normalize=False,
-            long_term=(0, 5, 10),
-            short_term=3,
-            short_term_search=8,
-            short_term_blur=2.0,
-            crw_context=20,
-            compactness=True,
-            compactness_topk=2,
-            compactness_sigma=1.0,
-            compactness_min_prob=0.1,
-            foreground_scale=1.15,
-            tile=8,
-        )
+def _mer() -> dict:
+    """MER's protocol (docs/method.md, 'Label propagation'): the base every preset overrides."""
+    return dict(
+        context="mer",
+        radius=14,
+        first_frame_window=True,
+        window="square",
+        temperature=1.0,
+        topk=config_dict.placeholder(int),  # None: every affinity in the windows.
+        normalize=False,
+        long_term=(0, 5, 10),
+        short_term=3,
+        short_term_search=8,
+        short_term_blur=2.0,
+        crw_context=20,
+        compactness=True,
+        compactness_topk=2,
+        compactness_sigma=1.0,
+        compactness_min_prob=0.1,
+        foreground_scale=1.15,
+        tile=8,
     )
-    # CRW's protocol: the whole first frame plus a radius-12 disk in each of the 20 previous frames,
-    # top-10 over all of them together.
-    presets.crw = ml_collections.ConfigDict(
-        dict(
-            context="crw", radius=12, first_frame_window=False, window="disk", temperature=0.05, topk=10,
-            normalize=True, long_term=(0, 5, 10), short_term=3, short_term_search=8, short_term_blur=2.0,
-            crw_context=20, compactness=False, compactness_topk=2, compactness_sigma=1.0, compactness_min_prob=0.1,
-            foreground_scale=1.0, tile=8,
-        )
-    )  # fmt: skip
-    # Today's windowed reading of CRW: as `crw`, but the first frame too is searched only inside
-    # the radius-12 disk.
-    presets.crw_windowed = ml_collections.ConfigDict(
-        dict(
-            context="crw", radius=12, first_frame_window=True, window="disk", temperature=0.05, topk=10,
-            normalize=True, long_term=(0, 5, 10), short_term=3, short_term_search=8, short_term_blur=2.0,
-            crw_context=20, compactness=False, compactness_topk=2, compactness_sigma=1.0, compactness_min_prob=0.1,
-            foreground_scale=1.0, tile=8,
-        )
-    )  # fmt: skip
-    # `mer_small` and `crw_small`: as `mer` and `crw` with radius 4, for small feature grids (the
-    # procedural videos: 64x64 frames give a 16x16 grid, 128x128 a 32x32 one), where the radius
-    # stays at most a quarter of the grid side.
-    presets.mer_small = ml_collections.ConfigDict(
-        dict(
-            context="mer", radius=4, first_frame_window=True, window="square", temperature=1.0,
-            topk=config_dict.placeholder(int), normalize=False, long_term=(0, 5, 10), short_term=3,
-            short_term_search=8, short_term_blur=2.0, crw_context=20, compactness=True, compactness_topk=2,
-            compactness_sigma=1.0, compactness_min_prob=0.1, foreground_scale=1.15, tile=8,
-        )
-    )  # fmt: skip
-    presets.crw_small = ml_collections.ConfigDict(
-        dict(
-            context="crw", radius=4, first_frame_window=False, window="disk", temperature=0.05, topk=10,
-            normalize=True, long_term=(0, 5, 10), short_term=3, short_term_search=8, short_term_blur=2.0,
-            crw_context=20, compactness=False, compactness_topk=2, compactness_sigma=1.0, compactness_min_prob=0.1,
-            foreground_scale=1.0, tile=8,
-        )
-    )  # fmt: skip
-    return presets
 
 
-def benchmark_config(benchmark: str) -> ml_collections.ConfigDict:
-    """The fields of every benchmark config (`mer_jax.evaluate` uses them; the benchmark's own
-    fields, added by its config file, go to its evaluator).
+def _crw() -> dict:
+    """CRW's protocol: the whole first frame plus a radius-12 disk in each of the 20 previous
+    frames, top-10 over all of them together, on L2-normalised features at temperature 0.05."""
+    return dict(
+        _mer(), context="crw", radius=12, first_frame_window=False, window="disk", temperature=0.05, topk=10,
+        normalize=True, compactness=False, foreground_scale=1.0,
+    )  # fmt: skip
+
+
+def presets() -> ml_collections.ConfigDict:
+    """The label-propagation protocols; every number is a field (`protocol.Preset`). Each preset is
+    `_mer()` or `_crw()` with the fields it changes."""
+    return ml_collections.ConfigDict(
+        {
+            "mer": _mer(),
+            "crw": _crw(),
+            # Today's windowed reading of CRW: the first frame too is searched only inside the disk.
+            "crw_windowed": dict(_crw(), first_frame_window=True),
+            # Radius 4, for small feature grids (the procedural videos: 64x64 frames give a 16x16
+            # grid, 128x128 a 32x32 one), where the radius stays at most a quarter of the grid side.
+            "mer_small": dict(_mer(), radius=4),
+            "crw_small": dict(_crw(), radius=4),
+        }
+    )
+
+
+def propagation_fields(preset: str) -> ml_collections.ConfigDict:
+    """The fields of a benchmark section that choose the protocol (`benchmark_run.PROPAGATION_FIELDS`),
+    the same for `mer_jax.evaluate` and for `config.evals.<name>` during training."""
+    fields = ml_collections.ConfigDict()
+    fields.preset = preset
+    fields.presets = presets()
+    # The lab baseline always uses L2-normalised features at this temperature (docs/method.md,
+    # 'Label propagation'): an unnormalised dot product of Lab pixels is nearly uniform.
+    fields.lab_temperature = 0.05
+    fields.feature_batch = 4  # Frames the trained encoder embeds at a time.
+    return fields
+
+
+def benchmark_config(benchmark: str, preset: str = "mer") -> ml_collections.ConfigDict:
+    """The fields of every `mer_jax.evaluate` config: the command's own (`evaluate.RUN_FIELDS`) and
+    `propagation_fields`; the benchmark's config file adds its own section fields.
 
     Args:
-      benchmark: 'davis', 'jhmdb', 'tapvid' or 'ytvos' (`mer_jax.evaluate.EVALUATORS`).
+      benchmark: 'davis', 'jhmdb', 'synthetic', 'tapvid' or 'ytvos' (`benchmark_run.BENCHMARKS`).
+      preset: the default preset's name.
     """
     config = ml_collections.ConfigDict()
     config.benchmark = benchmark
@@ -89,15 +88,34 @@ def benchmark_config(benchmark: str) -> ml_collections.ConfigDict:
     # in training (needs a model trained with model.use_ven); False: encoder features only.
     config.eval.use_ven = False
     config.floors = True  # Also score the copy and lab floors into <output>/floors/.
-    config.preset = "mer"
-    config.presets = presets()
-    # The lab baseline always uses L2-normalised features at this temperature (docs/method.md,
-    # 'Label propagation'): an unnormalised dot product of Lab pixels is nearly uniform.
-    config.lab_temperature = 0.05
     config.lab_mean = (50.0, 0.0, 0.0)  # Lab normalisation of the lab encoder.
     config.lab_std = (50.0, 127.0, 127.0)
     config.output = config_dict.placeholder(str)  # None: <checkpoint or .>/eval_<benchmark>_<encoder>_<preset>.
-    config.save_overlays = False
-    config.feature_batch = 4
-    config.sequences = config_dict.placeholder(str)  # Comma-separated subset of sequences/videos (None: all).
+    config.update(propagation_fields(preset))
     return config
+
+
+# Each benchmark's config file (its `PRESET` and `fields()`, the benchmark's own section fields).
+BENCHMARK_CONFIGS = {
+    "davis": "configs.davis",
+    "jhmdb": "configs.jhmdb",
+    "synthetic": "configs.synthetic",
+    "tapvid": "configs.tapvid",
+    "ytvos": "configs.ytvos_val",
+}
+
+
+def training_eval(benchmark: str) -> ml_collections.ConfigDict:
+    """`config.evals.<benchmark>`: evaluation during training (`training_evals.py`), with the
+    section fields `mer_jax.evaluate` takes (`propagation_fields` and the benchmark's own), plus:
+      every_steps: evaluate at every multiple of this step (None: not periodically);
+      at_end: also after the last step;
+      score_ven: also score the VEN-refined queries (`trained_ven`, models with a VEN)."""
+    module = importlib.import_module(BENCHMARK_CONFIGS[benchmark])
+    fields = ml_collections.ConfigDict()
+    fields.every_steps = config_dict.placeholder(int)
+    fields.at_end = True
+    fields.score_ven = True
+    fields.update(propagation_fields(module.PRESET))
+    fields.update(module.fields())
+    return fields

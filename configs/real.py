@@ -19,7 +19,6 @@ Variants:
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from configs import demo, propagation, ytvos
 
@@ -73,23 +72,9 @@ def shrink_for_cpu(config: ml_collections.ConfigDict) -> None:
 
 
 def davis_eval() -> ml_collections.ConfigDict:
-    """`config.evals.davis` (`training_evals.DavisEvaluator`): J&F of label propagation on a DAVIS
-    root at 480p, for the trained encoder, its VEN-refined queries (models with a VEN) and the copy
-    and lab floors; TensorBoard `davis/...`, results in `WORKDIR/eval_davis/`."""
-    fields = ml_collections.ConfigDict()
-    fields.every_steps = config_dict.placeholder(int)  # None: not during training.
-    fields.at_end = True  # Also after the last step.
-    # Required: --config.evals.davis.davis_root=PATH/DAVIS (JPEGImages/, Annotations/, ImageSets/).
-    fields.davis_root = config_dict.placeholder(str)
-    fields.year = "2017"  # '2017' (palette masks, 255 void) or '2016' (grey single-object masks).
-    fields.subset = "val"  # ImageSets/<year>/<subset>.txt lists the sequences.
-    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of them (None: all).
-    # 480p frames give a 120x214 feature grid (at least 120x160 in DAVIS): radius 14 stays local.
-    fields.preset = "mer"
-    fields.presets = propagation.presets()
-    fields.lab_temperature = 0.05
-    fields.feature_batch = 4
-    # Also score the VEN-refined queries (`trained_ven`). Its attention from every query to every
-    # pooled reference key makes it the slowest path at 480p on a CPU.
-    fields.score_ven = True
-    return fields
+    """`config.evals.davis` (`propagation.training_eval`): J&F of label propagation on a DAVIS root
+    at 480p (required: --config.evals.davis.davis_root=PATH/DAVIS), for the trained encoder, its
+    VEN-refined queries (models with a VEN; `score_ven`: its attention from every query to every
+    pooled reference key makes it the slowest path at 480p on a CPU) and the copy and lab floors;
+    TensorBoard `davis/...`, results in `WORKDIR/eval_davis/`."""
+    return propagation.training_eval("davis")

@@ -4,7 +4,8 @@
       --config.checkpoint=DIR
 
 `tapvid_path` takes tapvid_davis.pkl or the folder of TAP-Vid-Kinetics pickles; procedural videos
-in the same format: `python -m data_prep.synthetic_tapvid --output=PKL`.
+in the same format: `python -m data_prep.synthetic_tapvid --output=PKL`. `fields()` is the
+benchmark's own section, also `config.evals.tapvid` during training (`propagation.training_eval`).
 """
 
 import ml_collections
@@ -12,19 +13,29 @@ from ml_collections import config_dict
 
 from configs import propagation
 
+# The windowed CRW protocol: with the whole query frame searched (`crw`), a one-cell point label
+# jumps to look-alike cells anywhere in it (docs/decisions.md, 'TAP-Vid').
+PRESET = "crw_windowed"
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("tapvid")
-    # The windowed CRW protocol: with the whole query frame searched (`crw`), a one-cell point
-    # label jumps to look-alike cells anywhere in it (docs/decisions.md, 'TAP-Vid').
-    config.preset = "crw_windowed"
-    config.tapvid_path = config_dict.placeholder(str)  # A TAP-Vid pickle, or a folder of them.
-    config.tapvid_size = 256  # Frames are resized to this square side, as the protocol does.
-    config.tapvid_sigma = 0.5  # Gaussian sigma (feature cells) of the query points' heatmaps.
-    config.tapvid_topk = 3  # A position is decoded from its heatmap's topk largest values.
+
+def fields() -> ml_collections.ConfigDict:
+    """The TAP-Vid benchmark's own fields (`benchmarks/tapvid/evaluator.py`)."""
+    fields = ml_collections.ConfigDict()
+    fields.tapvid_path = config_dict.placeholder(str)  # A TAP-Vid pickle, or a folder of them.
+    fields.tapvid_size = 256  # Frames are resized to this square side, as the protocol does.
+    fields.tapvid_sigma = 0.5  # Gaussian sigma (feature cells) of the query points' heatmaps.
+    fields.tapvid_topk = 3  # A position is decoded from its heatmap's topk largest values.
     # Predicted occluded where the cosine similarity of a point's features at its query and at its
     # predicted position falls below this.
-    config.tapvid_occlusion_threshold = 0.5
+    fields.tapvid_occlusion_threshold = 0.5
+    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of the videos (None: all).
+    fields.save_overlays = False  # Also write <output>/overlays/<video>.mp4.
+    return fields
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = propagation.benchmark_config("tapvid", PRESET)
+    config.update(fields())
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/tapvid.py")
     return config

@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.ven.query_chunk = 1024
     # Each query chunk's kernel: 'fused' (jax.nn.dot_product_attention, JAX's choice of
     # implementation) or 'chunked' (einsum, softmax, einsum); the same result, DropKey included
-    # (tests/test_ven.py), and the same CPU time (bench/ven_attention.py).
+    # (tests/models/test_ven.py), and the same CPU time (bench/ven_attention.py).
     config.model.ven.attention = "fused"
     config.model.ven.radius = config_dict.placeholder(int)  # None: global attention over the pooled refs.
     config.model.ven.dropkey_rate = 0.1
@@ -140,8 +140,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.final_lr_fraction = 0.2
 
     # Evaluations during training: config.evals.<name> (a key of
-    # mer_jax.evaluation.training_evals.EVALUATORS) holds `every_steps` (None: not periodically),
-    # `at_end` (after the last step) and the evaluator's own fields. `synthetic_eval()` is the demo's.
+    # mer_jax.evaluation.benchmark_run.BENCHMARKS) is `propagation.training_eval(name)`: `every_steps`
+    # (None: not periodically), `at_end` (after the last step), `score_ven` and the benchmark's section,
+    # the fields `mer_jax.evaluate` takes. `synthetic_eval()` is the demo's.
     config.evals = ml_collections.ConfigDict()
 
     # Module diagnostics at every log step (mer_jax/diagnostics.py), on probe_clips clips of
@@ -191,19 +192,9 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> None:
 
 
 def synthetic_eval() -> ml_collections.ConfigDict:
-    """J&F of label propagation on held-out procedural videos (of config.data.synthetic.kind):
-    the trained encoder, its VEN-refined queries (models with a VEN) and the copy and lab floors."""
-    fields = ml_collections.ConfigDict()
-    fields.every_steps = config_dict.placeholder(int)  # None: not during training.
-    fields.at_end = True  # Also after the last step.
-    fields.num_videos = 16
-    fields.num_frames = 24
-    fields.num_objects = 3
-    fields.seed = 1_000_003  # Held out: training videos come from config.seed.
-    # A window local for the 16x16 feature grid of 64x64 frames (radius at most a quarter of the
-    # grid side; the evaluator refuses wider ones).
-    fields.preset = "mer_small"
-    fields.presets = propagation.presets()
-    fields.lab_temperature = 0.05
+    """`config.evals.synthetic`: J&F of label propagation on 16 held-out procedural videos like the
+    training data's (config.data: image_size, flow_gap, synthetic.kind), for the trained encoder,
+    its VEN-refined queries (models with a VEN) and the copy and lab floors, after the last step."""
+    fields = propagation.training_eval("synthetic")
     fields.feature_batch = 8
     return fields

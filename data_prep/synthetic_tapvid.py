@@ -14,7 +14,7 @@ import os
 from absl import app, flags
 
 from mer_jax.data import synthetic_tracks
-from mer_jax.evaluation import tapvid_data
+from mer_jax.evaluation.benchmarks.tapvid import data as tapvid_data
 
 flags.DEFINE_string("output", None, "The pickle to write.")
 flags.DEFINE_integer("num_videos", 8, "Videos to generate.")

@@ -24,7 +24,6 @@ from mer_jax import (
     cpu_compiler,
     feature_maps,
     input_pipeline,
-    losses,
     memory_bank,
     objective,
     sampler,
@@ -138,7 +137,7 @@ def sampler_scalars(sampled: sampler.SamplerOutput, object_cells: jax.Array) -> 
     """Where the sampler grows regions and which radii it gives, on object and background cells.
 
     Args:
-      sampled: `sampler.pixel_radii`'s output (regions [P, h, w], -1 outside every grown region;
+      sampled: `sampler.Sampler`'s output (regions [P, h, w], -1 outside every grown region;
         radius [P, h, w]).
       object_cells: [P, h, w] bool.
 
@@ -182,10 +181,7 @@ def _heldout_error(obj: objective.Objective, target: jax.Array, prediction: jax.
     """The objective's mean error of a reconstruction [P, h, w, 3] against the clean target
     [P, H, W, 3], on all three channels (no channel was dropped)."""
     dropped = jnp.zeros(target.shape[0], jnp.int32)  # Unused with 'all'.
-    errors = losses.reconstruction_error(
-        prediction, target, dropped, loss_scale=obj.loss["loss_scale"], loss_channels="all"
-    )
-    return jnp.mean(errors)
+    return jnp.mean(obj.loss.error(prediction, target, dropped, channels="all"))
 
 
 def compute(
@@ -198,8 +194,9 @@ def compute(
 ) -> dict[str, jax.Array]:
     """The diagnostics of a model on the probe (keys in docs/method.md, 'Diagnostics').
 
-    The network runs in eval mode (no DropKey, BatchNorm's running statistics) on the clean
-    normalised Lab clips: no channel dropout, so every channel is reconstructed.
+    The objective's stages run in eval mode (no DropKey, BatchNorm's running statistics) on the
+    clean normalised Lab clips: no channel dropout, so every channel is reconstructed. The
+    sampler's regions, the value map and the weight map are the stages' own (`objective.Stages`).
 
     Args:
       obj: the run's objective (its model, switches and config sections).
@@ -213,35 +210,33 @@ def compute(
     """
     clean = color.uint8_rgb_to_normalized_lab(probe.frames, obj.lab_mean, obj.lab_std)  # [P, N, H, W, 3]
     flow = probe.flow if obj.model.use_flow else None
-    out = obj.model.apply({"params": params, "batch_stats": batch_stats}, clean, flow, train=False)
+    stages = obj.stages({"params": params, "batch_stats": batch_stats}, clean, clean, flow, step)
+    out, ref_colours, windows, found = stages.out, stages.ref_colours, stages.windows, stages.intermediates
     target, refs = out.features[:, -1], out.features[:, :-1]
-    ref_colours = obj.reference_colours(clean)
-    window, pixel_radius = obj.sampler_radii(target)
-    local = dict(radius=window, tile=obj.reconstruction["tile"], pixel_radius=pixel_radius)
     error = functools.partial(_heldout_error, obj, clean[:, -1])
     cells, pixels = probe.object_cells, probe.object_pixels
 
     scalars = {
         "feature_collapse": feature_collapse(out.features),
-        "heldout_recon_encoder": error(obj.reconstruct(target, refs, ref_colours, local)),
+        "heldout_recon_encoder": error(obj.reconstruct(target, refs, ref_colours, windows)),
         "heldout_recon_copy": error(ref_colours[:, 0]),  # The first reference held still.
     }
     if obj.model.use_ven:
-        scalars["heldout_recon_ven"] = error(obj.reconstruct(out.query, refs, ref_colours, local))
+        scalars["heldout_recon_ven"] = error(obj.reconstruct(out.query, refs, ref_colours, windows))
         scalars["ven_addition_ratio"] = addition_ratio(out.query, target)
     if obj.model.use_flow:
         scalars["flow_alpha"] = params["flow_fusion"]["alpha"]
-    if obj.model.use_ven or obj.value_map is not None:
-        scalars["value_map_auc"] = roc_auc(obj.motion_value_map(out), cells)
-    if obj.sampler is not None:
-        scalars.update(sampler_scalars(sampler.pixel_radii(target, **obj.sampler), cells))
-    if obj.value_map is not None:
+    if found.value_map is not None:
+        scalars["value_map_auc"] = roc_auc(found.value_map, cells)
+    if found.sampled is not None:
+        scalars.update(sampler_scalars(found.sampled, cells))
+    if found.weight_map is not None:
         # The weights the objective puts on the target's pixels [P, H, W] at this step's gamma.
-        scalars["weight_map_ratio"] = object_ratio(obj.weights(out, pixels.shape[1:3], step), pixels)
+        scalars["weight_map_ratio"] = object_ratio(found.weight_map, pixels)
     if obj.memory is not None:
         # The probe's videos are in no batch: every filled bank entry is a candidate negative.
         video_id = jnp.full(target.shape[0], -1, jnp.int32)
-        pos_neg = obj.positive_negative(out, ref_colours, probe.rng, video_id, bank, local)
+        pos_neg = obj.positive_negative(out, ref_colours, probe.rng, video_id, bank, windows)
         scalars["pn_positive_mass"] = jnp.mean(jnp.exp(pos_neg.log_positive_mass))
     return {key: jnp.asarray(value, jnp.float32) for key, value in scalars.items()}
 

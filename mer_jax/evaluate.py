@@ -1,6 +1,7 @@
 """Evaluation by label propagation: `python -m mer_jax.evaluate --config=configs/davis.py ...`.
 
-Picks the benchmark's evaluator (`config.benchmark`), the encoder (`config.encoder`: the
+Builds the benchmark (`config.benchmark`: `benchmark_run.BENCHMARKS`) with its preset and floors
+(`benchmark_run.BenchmarkRun`, the contract evaluation during training shares), the encoder (`config.encoder`: the
 trained model at `config.checkpoint`, or raw Lab pixels; `config.eval.use_ven` refines each query
 frame with the model's VEN) and the propagation preset (`config.preset`, every number in
 `config.presets`), and writes results under `config.output`. With `config.floors` the same
@@ -15,7 +16,6 @@ the local devices, and the processes of a multi-process job started with the tra
 process writes its own videos' files; process 0 alone writes the merged results and prints.
 """
 
-import json
 import os
 
 import jax
@@ -24,19 +24,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mer_jax import distributed
-from mer_jax.evaluation import davis, features, floors, jhmdb, protocol, reports, tapvid, ytvos
+from mer_jax.evaluation import benchmark_run, features, reports
 
-EVALUATORS = {
-    "davis": davis.Evaluator,
-    "jhmdb": jhmdb.Evaluator,
-    "tapvid": tapvid.Evaluator,
-    "ytvos": ytvos.Evaluator,
-}
-# The fields this module uses itself (configs/propagation.py); the rest go to the evaluator.
-RUN_FIELDS = (
-    "benchmark", "checkpoint", "encoder", "preset", "presets", "lab_temperature", "lab_mean", "lab_std", "output",
-    "feature_batch", "eval", "floors",
-)  # fmt: skip
+# The fields of this command's own (configs/propagation.py, `benchmark_config`); the others are the
+# benchmark's section (`benchmark_run.BenchmarkRun`).
+RUN_FIELDS = ("benchmark", "checkpoint", "encoder", "lab_mean", "lab_std", "output", "eval", "floors")
 
 
 def output_dir(config: ml_collections.ConfigDict) -> str:
@@ -52,12 +44,13 @@ def output_dir(config: ml_collections.ConfigDict) -> str:
 def evaluate(config: ml_collections.ConfigDict) -> dict:
     """Runs the configured benchmark (and its floors); returns {"results": ..., "floors": ...} on
     every process (process 0 writes summary.json and prints the table)."""
-    if config.benchmark not in EVALUATORS:
-        raise ValueError(f"benchmark must be one of {sorted(EVALUATORS)}, got {config.benchmark!r}")
-    if config.preset not in config.presets:
-        raise ValueError(f"preset must be one of {sorted(config.presets)}, got {config.preset!r}")
-    own_fields = {key: value for key, value in config.items() if key not in RUN_FIELDS}
-    evaluator = EVALUATORS[config.benchmark](**own_fields)  # Checks the data before loading a model.
+    if config.benchmark not in benchmark_run.BENCHMARKS:
+        raise ValueError(
+            f"--config.benchmark must be one of {sorted(benchmark_run.BENCHMARKS)}, got {config.benchmark!r}"
+        )
+    section = {key: value for key, value in config.items() if key not in RUN_FIELDS}
+    # Checks the data before loading a model.
+    run = benchmark_run.BenchmarkRun(config.benchmark, section, lab_mean=config.lab_mean, lab_std=config.lab_std)
     encoder = features.make_encoder(
         config.encoder,
         config.checkpoint,
@@ -66,27 +59,16 @@ def evaluate(config: ml_collections.ConfigDict) -> dict:
         lab_std=config.lab_std,
         use_ven=config.eval.use_ven,
     )
-    preset = protocol.make_preset(config.presets[config.preset], config.encoder, config.lab_temperature)
     output = output_dir(config)
-    summary = {"results": evaluator.run(encoder, preset, output), "floors": {}}
+    summary = {"results": run.run(encoder, config.encoder, output), "floors": {}}
     if config.floors:
-        lab_preset = protocol.make_preset(config.presets[config.preset], "lab", config.lab_temperature)
-        for name, floor in floors.floor_encoders(config.lab_mean, config.lab_std).items():
-            if name == config.encoder:  # The lab encoder is its own floor.
-                summary["floors"][name] = summary["results"]
-                continue
-            summary["floors"][name] = evaluator.run(floor, lab_preset, os.path.join(output, "floors", name))
+        # The lab encoder is its own floor.
+        known = {config.encoder: summary["results"]} if config.encoder == "lab" else {}
+        summary["floors"] = run.floors(output, known)
+        run.print_comparison({config.encoder + ("+ven" if config.eval.use_ven else ""): summary["results"]})
     if jax.process_index() != 0:  # Process 0 writes and prints the merged results.
         return summary
-    keys = floors.HEADLINE_KEYS[config.benchmark]
-    if config.floors and keys:
-        rows = {config.encoder + ("+ven" if config.eval.use_ven else ""): summary["results"]}
-        rows.update({f"{name} floor": scores for name, scores in summary["floors"].items()})
-        heading = f"\n{config.benchmark} ({config.preset} preset) beside its floors:\n"
-        print(heading + reports.comparison_table(rows, keys))
-    os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, "summary.json"), "w") as f:
-        json.dump(reports.jsonable(summary), f, indent=2)
+    reports.write_json(os.path.join(output, "summary.json"), summary)
     return summary
 
 

@@ -2,13 +2,14 @@
 'Multi-cluster sampler').
 
 This file owns the non-differentiable pipeline that turns target features into the per-pixel window
-radii consumed by `correspondence.local_reconstruct(..., radius=radius_max, pixel_radius=...)`:
+radii consumed by `correspondence.local_reconstruct(..., radius=window, pixel_radius=...)`:
 k-means on normalised features plus scaled pixel coordinates, the base radius r0 from the clusters'
 spatial spread, region growing from the pixels closest to each centroid, and the final shrink/expand
 of r0 inside/outside the grown regions. Everything is jit-compatible, batched over B, and runs under
 `jax.lax.stop_gradient`, so gradients never flow through the clustering.
 """
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -247,21 +248,10 @@ def radius_limits(radius_min: int, radius_max: int, grid_reference: int, height:
     return low, max(low, round(radius_max * scale))
 
 
-def pixel_radii(
-    features: jax.Array,
-    *,
-    num_clusters: int = 5,
-    kmeans_iters: int = 10,
-    cluster_xy_weight: float = 1.0,
-    grow_threshold: float = 0.45,
-    shrink: float = 0.5,
-    expand: float = 1.5,
-    radius_min: int = 2,
-    radius_max: int = 12,
-    grid_reference: int = 0,
-    center_features: bool = False,
-) -> SamplerOutput:
-    """The Multi-Cluster Sampler: per-pixel window radii for a target frame.
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """The Multi-Cluster Sampler, built from config.model.sampler (`Sampler(**config.model.sampler)`):
+    per-pixel window radii for a target frame.
 
     With `center_features`, each frame's mean feature is first subtracted from its features, so
     that the cosines below compare what sets pixels apart rather than the component all of them
@@ -271,33 +261,50 @@ def pixel_radii(
     `radius_limits(radius_min, radius_max, grid_reference, h, w)`; rounding is half-to-even
     (`jnp.round`). Nothing here is differentiated.
 
-    Args:
-      features: [B, h, w, C] target features (any scale; normalised internally).
+    Attributes:
       num_clusters: K (static).
       kmeans_iters: Lloyd steps (static).
-      cluster_xy_weight: weight of the [0, 1]-scaled pixel coordinates in the clustered points; the
-        default 1.0 is ours (the paper gives no value).
+      cluster_xy_weight: weight of the [0, 1]-scaled pixel coordinates in the clustered points (the
+        config's 1.0 is ours: the paper gives no value).
       grow_threshold: cosine a pixel must exceed to join a region.
       shrink: r0 factor inside grown regions.
       expand: r0 factor outside them.
       radius_min: lower clip of r0 and of the radii (before scaling).
-      radius_max: upper clip of r0 and of the radii (before scaling; after it, the caller's window
-        radius).
+      radius_max: upper clip of r0 and of the radii (before scaling; after it, the window radius).
       grid_reference: the grid side the limits are meant for, or 0 for limits in feature pixels.
       center_features: subtract each frame's mean feature first.
-
-    Returns:
-      SamplerOutput with radius [B, h, w] int32, base_radius [B] float32, regions [B, h, w] int32.
     """
-    features = jax.lax.stop_gradient(features)
-    _, h, w, c = features.shape
-    radius_min, radius_max = radius_limits(radius_min, radius_max, grid_reference, h, w)
-    if center_features:
-        features = features - features.mean(axis=(1, 2), keepdims=True)
-    clusters = kmeans(cluster_features(features, cluster_xy_weight), num_clusters, kmeans_iters)
-    r0 = base_radius(clusters.assignment, num_clusters, h, w, radius_min, radius_max)
-    regions = grow_regions(features, clusters.centroids[..., :c], grow_threshold)
-    r_in = jnp.clip(jnp.round(r0 * shrink), radius_min, radius_max)
-    r_out = jnp.clip(jnp.round(r0 * expand), radius_min, radius_max)
-    radius = jnp.where(regions >= 0, r_in[:, None, None], r_out[:, None, None]).astype(jnp.int32)
-    return SamplerOutput(radius, r0.astype(jnp.float32), regions)
+
+    num_clusters: int
+    kmeans_iters: int
+    cluster_xy_weight: float
+    grow_threshold: float
+    shrink: float
+    expand: float
+    radius_min: int
+    radius_max: int
+    grid_reference: int
+    center_features: bool
+
+    def window(self, height: int, width: int) -> int:
+        """The window radius on an h x w feature grid: the upper radius limit (`radius_limits`)."""
+        return radius_limits(self.radius_min, self.radius_max, self.grid_reference, height, width)[1]
+
+    def __call__(self, features: jax.Array) -> SamplerOutput:
+        """The radii of target features [B, h, w, C] (any scale; normalised internally).
+
+        Returns:
+          SamplerOutput with radius [B, h, w] int32, base_radius [B] float32, regions [B, h, w] int32.
+        """
+        features = jax.lax.stop_gradient(features)
+        _, h, w, c = features.shape
+        radius_min, radius_max = radius_limits(self.radius_min, self.radius_max, self.grid_reference, h, w)
+        if self.center_features:
+            features = features - features.mean(axis=(1, 2), keepdims=True)
+        clusters = kmeans(cluster_features(features, self.cluster_xy_weight), self.num_clusters, self.kmeans_iters)
+        r0 = base_radius(clusters.assignment, self.num_clusters, h, w, radius_min, radius_max)
+        regions = grow_regions(features, clusters.centroids[..., :c], self.grow_threshold)
+        r_in = jnp.clip(jnp.round(r0 * self.shrink), radius_min, radius_max)
+        r_out = jnp.clip(jnp.round(r0 * self.expand), radius_min, radius_max)
+        radius = jnp.where(regions >= 0, r_in[:, None, None], r_out[:, None, None]).astype(jnp.int32)
+        return SamplerOutput(radius, r0.astype(jnp.float32), regions)

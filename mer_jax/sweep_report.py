@@ -57,7 +57,7 @@ def summarise(runs: Mapping[str, Sequence[Mapping]], baseline: str) -> dict:
     baseline and to each floor.
 
     Args:
-      runs: {row: [eval_results.json of each seed, in seed order]} (`training_evals.SyntheticEvaluator`);
+      runs: {row: [eval_results.json of each seed, in seed order]} (`training_evals.py`, synthetic benchmark);
         an entry may also hold "diagnostics" ({key: float}).
       baseline: the row the others are paired with (its `trained` path).
 

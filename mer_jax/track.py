@@ -26,7 +26,8 @@ from absl import app, flags
 
 from configs import propagation as propagation_configs
 from mer_jax import checkpointing, export
-from mer_jax.evaluation import background, features, protocol, user_video, vos
+from mer_jax.evaluation import background, features, protocol, vos
+from mer_jax.evaluation.benchmarks.user_video import data as user_video
 
 PRESETS = ("mer", "crw")
 SUMMARY = "summary.json"

@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import flax
 import flax.struct
@@ -136,17 +136,6 @@ def _host_variables(state: train_state.TrainState) -> dict:
     )
 
 
-def make_evaluators(config: ml_collections.ConfigDict) -> dict[str, tuple[Any, int | None, bool]]:
-    """{name: (evaluator, every_steps, at_end)} of config.evals; the evaluator gets the other fields."""
-    evaluators = {}
-    for name, fields in config.evals.items():
-        if name not in training_evals.EVALUATORS:
-            raise ValueError(f"config.evals.{name}: unknown evaluator; use one of {sorted(training_evals.EVALUATORS)}")
-        arguments = {k: v for k, v in fields.items() if k not in ("every_steps", "at_end")}
-        evaluators[name] = (training_evals.EVALUATORS[name](**arguments), fields.every_steps, fields.at_end)
-    return evaluators
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -178,7 +167,7 @@ def train_and_evaluate(
     workdir = os.path.abspath(os.path.expanduser(workdir))
     mesh = mesh if mesh is not None else sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    evaluators = make_evaluators(config)
+    evaluators = training_evals.from_config(config)  # Checks their data before training starts.
     with workdir_lock.WorkdirLock(workdir, jax.process_index()) as lock:
         return _train(config, workdir, mesh, stop_at_step, allow_config_change, evaluators, lock)
 
@@ -189,7 +178,7 @@ def _train(
     mesh: Mesh,
     stop_at_step: int | None,
     allow_config_change: bool,
-    evaluators: dict[str, tuple[Any, int | None, bool]],
+    evaluators: dict[str, training_evals.TrainingEvaluation],
     lock: workdir_lock.WorkdirLock,
 ) -> train_state.TrainState:
     """`train_and_evaluate` once the workdir is locked."""
@@ -297,11 +286,7 @@ def _train(
                 if not own_loss_is_finite(state, batch):  # nor one whose own loss is not finite.
                     raise _exploded_state_error(done, checkpointer.last_good_step(), workdir)
                 checkpointer.save(done, state)
-            due = [
-                name
-                for name, (_, every_steps, at_end) in evaluators.items()
-                if (every_steps and done % every_steps == 0) or (at_end and done == total_steps)
-            ]
+            due = [name for name, evaluation in evaluators.items() if evaluation.due(done, total_steps)]
             if due:
                 check_finite()
                 run_evaluators(config, model, state, evaluators, due, done, workdir, writer)
@@ -318,7 +303,7 @@ def run_evaluators(
     config: ml_collections.ConfigDict,
     model: mer.MER,
     state: train_state.TrainState,
-    evaluators: dict[str, tuple[Any, int | None, bool]],
+    evaluators: dict[str, training_evals.TrainingEvaluation],
     names: list[str],
     step: int,
     workdir: str,
@@ -327,7 +312,7 @@ def run_evaluators(
     """Runs the named evaluators on the current model; writes their scalars as `<name>/<key>`."""
     exported = export.ExportedModel(model, _host_variables(state), config)
     for name in names:
-        scalars = evaluators[name][0].run(exported, workdir)
+        scalars = evaluators[name].run(exported, workdir)
         writer.write_scalars(step, {f"{name}/{key}": value for key, value in scalars.items()})
 
 

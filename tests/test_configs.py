@@ -19,6 +19,7 @@ VARIANTS = {
     "jhmdb.py": [None],
     "tapvid.py": [None],
     "ytvos_val.py": [None],
+    "synthetic.py": [None],
     "table4.py": [None, "demo", "camouflage", "debug"],
     "real.py": [None, "cpu", "debug"],
 }
@@ -51,12 +52,16 @@ def training_keys(name, variant):
 
 # Every benchmark config: the shared fields plus exactly its own.
 BENCHMARK_KEYS = flat_keys(propagation.benchmark_config("davis"))
+SHOWN = {"sequences", "save_overlays"}  # Fields of every benchmark on real videos.
 EVALUATION_KEYS = {
-    "davis.py": BENCHMARK_KEYS | {"davis_root", "year", "subset"},
-    "jhmdb.py": BENCHMARK_KEYS | {"jhmdb_root", "jhmdb_split", "jhmdb_sigma", "jhmdb_topk"},
+    "davis.py": BENCHMARK_KEYS | SHOWN | {"davis_root", "year", "subset"},
+    "jhmdb.py": BENCHMARK_KEYS | SHOWN | {"jhmdb_root", "jhmdb_split", "jhmdb_sigma", "jhmdb_topk"},
     "tapvid.py": BENCHMARK_KEYS
+    | SHOWN
     | {"tapvid_path", "tapvid_size", "tapvid_sigma", "tapvid_topk", "tapvid_occlusion_threshold"},
-    "ytvos_val.py": BENCHMARK_KEYS | {"ytvos_root", "ytvos_max_height"},
+    "ytvos_val.py": BENCHMARK_KEYS | SHOWN | {"ytvos_root", "ytvos_max_height"},
+    "synthetic.py": BENCHMARK_KEYS
+    | {"num_videos", "num_frames", "num_objects", "seed", "image_size", "flow_gap", "kind"},
 }
 
 

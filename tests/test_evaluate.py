@@ -1,7 +1,6 @@
 """Evaluators end to end on tiny benchmark trees: outputs in the official formats, scores
 consistent with the standalone scorer, clear errors on bad input."""
 
-import inspect
 import json
 import os
 import subprocess
@@ -14,8 +13,13 @@ import pytest
 from configs import davis as davis_config
 from configs import demo, ytvos_val
 from configs import jhmdb as jhmdb_config
+from configs import synthetic as synthetic_config
 from mer_jax import evaluate, train
-from mer_jax.evaluation import davis, davis_metrics, features, masks_io, protocol, vos, ytvos
+from mer_jax.data import resize
+from mer_jax.evaluation import features, masks_io, protocol, vos
+from mer_jax.evaluation.benchmarks.davis import metrics as davis_metrics
+from mer_jax.evaluation.benchmarks.davis import scoring as davis
+from mer_jax.evaluation.benchmarks.ytvos import evaluator as ytvos
 from tests import fake_data, subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,11 +152,19 @@ def test_davis_refuses_frames_that_do_not_match_the_annotations(tmp_path):
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-def test_each_evaluator_takes_its_benchmarks_own_fields_unchanged():
-    for config in (davis_config.get_config(), jhmdb_config.get_config(), ytvos_val.get_config()):
-        own = set(config) - set(evaluate.RUN_FIELDS)
-        assert own == set(inspect.signature(evaluate.EVALUATORS[config.benchmark]).parameters), config.benchmark
-        assert set(evaluate.RUN_FIELDS) <= set(config)
+def test_synthetic_benchmark_runs_from_the_command_config(tmp_path):
+    config = synthetic_config.get_config()
+    config.update(dict(encoder="lab", num_videos=2, num_frames=5, num_objects=2, output=str(tmp_path / "out")))
+    summary = evaluate.evaluate(config)
+    # The lab encoder is its own floor; the copy floor holds the first frame's masks still.
+    assert summary["floors"]["lab"] is summary["results"]
+    written = json.loads((tmp_path / "out" / "synthetic_results.json").read_text())
+    assert written == json.loads(json.dumps(summary["results"]))
+    copy = json.loads((tmp_path / "out" / "floors" / "copy" / "synthetic_results.json").read_text())
+    assert copy["objects"] == written["objects"] > 0 and copy["J-Mean"] < 1.0
+    config.image_size = None
+    with pytest.raises(ValueError, match=r"set --config.image_size \(the held-out videos' image_size\)"):
+        evaluate.evaluate(config)
 
 
 def test_unset_data_roots_are_named(tmp_path):
@@ -193,8 +205,8 @@ def test_ytvos_objects_start_at_their_first_annotation_and_zip_is_official(tmp_p
 def test_ytvos_max_height_resizes_the_frames_not_the_results(tmp_path):
     root = tmp_path / "valid"
     clip, frames = fake_data.ytvos_tree(str(root), late_frame=3)
-    assert ytvos.processing_size(48, 64, 32) == (32, 43)
-    assert ytvos.processing_size(48, 64, 48) == ytvos.processing_size(48, 64, None) == (48, 64)
+    assert resize.processing_size(48, 64, 32) == (32, 43)
+    assert resize.processing_size(48, 64, 48) == resize.processing_size(48, 64, None) == (48, 64)
     seen = []
     lab = features.LabEncoder((50.0, 0.0, 0.0), (50.0, 127.0, 127.0))
 
@@ -235,7 +247,7 @@ def test_ytvos_start_frames_and_annotations_need_their_jpegs(tmp_path):
 def test_ytvos_missing_meta_is_a_clear_error(tmp_path):
     config = ytvos_val.get_config()
     config.update(dict(encoder="lab", ytvos_root=str(tmp_path)))
-    with pytest.raises(FileNotFoundError, match="meta.json not found"):
+    with pytest.raises(ValueError, match="meta.json not found: --config.ytvos_root must be YouTube-VOS's valid/"):
         evaluate.evaluate(config)
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from configs import demo
-from mer_jax import color, correspondence, export, objective, sampler, train, train_state
+from mer_jax import color, correspondence, export, losses, objective, sampler, train, train_state
 from mer_jax.models import mer
+from mer_jax.models import ven as ven_lib
 
 SWITCHES = ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg")
 
@@ -50,7 +51,8 @@ def stage_one(obj, state, batch, params=None, rng=jax.random.PRNGKey(3)):
     clean = color.uint8_rgb_to_normalized_lab(batch["frames"], obj.lab_mean, obj.lab_std)
     inputs, dropped = color.channel_dropout(dropout_rng, clean)
     variables = {"params": state.params if params is None else params, "batch_stats": state.batch_stats}
-    return clean, dropped, jax.jit(lambda *args: obj.features(*args).out)(variables, inputs, batch["flow"], dropkey_rng)
+    stages = jax.jit(lambda *args: obj.stages(*args).out)
+    return clean, dropped, stages(variables, clean, inputs, batch["flow"], jnp.int32(0), dropkey_rng)
 
 
 def recon_error(obj, clean, dropped, query, refs, pixel_radius=None, **local):
@@ -62,12 +64,12 @@ def recon_error(obj, clean, dropped, query, refs, pixel_radius=None, **local):
             query,
             refs,
             colours,
-            temperature=obj.reconstruction["temperature"],
-            tile=obj.reconstruction["tile"],
+            temperature=obj.reconstruction.temperature,
+            tile=obj.reconstruction.tile,
             pixel_radius=pixel_radius,
             **local,
         )
-        return jnp.mean(obj.reconstruction_error(prediction, clean[:, -1], dropped))
+        return jnp.mean(obj.loss.error(prediction, clean[:, -1], dropped))
 
     return float(jax.jit(error)(query, refs, clean, dropped, pixel_radius))
 
@@ -82,20 +84,24 @@ def test_weight_map_weighs_the_pixels_of_high_value():
     weights = np.full((4, 4), 0.5)
     weights[1, 2] = 1.0
     want = np.sum(weights * errors[0, ..., 0]) / weights.sum()
-    np.testing.assert_allclose(float(obj.weighted_error(errors, out, jnp.int32(step))), want, rtol=1e-6)
+    weighted = obj.weights(obj.motion_value_map(out), errors.shape[1:3], jnp.int32(step))
+    np.testing.assert_allclose(float(obj.weighted_error(errors, weighted)), want, rtol=1e-6)
     hot, cold = errors.copy(), errors.copy()
     hot[0, 1, 2] += 1.0
     cold[0, 3, 3] += 1.0
-    rise_hot = float(obj.weighted_error(hot, out, jnp.int32(step))) - want
-    rise_cold = float(obj.weighted_error(cold, out, jnp.int32(step))) - want
+    rise_hot = float(obj.weighted_error(hot, weighted)) - want
+    rise_cold = float(obj.weighted_error(cold, weighted)) - want
     np.testing.assert_allclose([rise_hot, rise_cold], [1.0 / weights.sum(), 0.5 / weights.sum()], rtol=1e-5)
 
 
 def test_without_the_switch_the_error_is_a_plain_mean():
-    obj, _, _ = setup(config_with())
+    obj, state, batch = setup(config_with())
+    clean = color.uint8_rgb_to_normalized_lab(batch["frames"], obj.lab_mean, obj.lab_std)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    stages = obj.stages(variables, clean, clean, None, jnp.int32(0))
+    assert stages.intermediates == objective.Intermediates(None, None, None)
     errors = np.random.default_rng(1).uniform(size=(2, 4, 4, 1)).astype(np.float32)
-    out = mer.MEROutput(None, None, jnp.ones((2, 4, 4)))
-    np.testing.assert_allclose(float(obj.weighted_error(errors, out, jnp.int32(0))), errors.mean(), rtol=1e-6)
+    np.testing.assert_allclose(float(obj.weighted_error(errors, None)), errors.mean(), rtol=1e-6)
 
 
 def test_lambda_pn_scales_the_positive_negative_term():
@@ -111,7 +117,7 @@ def test_lambda_pn_scales_the_positive_negative_term():
     np.testing.assert_allclose(float(totals[0.5]), recon + 0.5 * pn, rtol=1e-5)
     np.testing.assert_allclose(float(totals[2.0]), recon + 2.0 * pn, rtol=1e-5)
     # Warmed up over 10 steps, lambda_pn = 2.0 weighs 1.0 at step 5 and 2.0 from step 10 on.
-    warm = dataclasses.replace(obj, loss={**obj.loss, "pn_warmup_steps": 10})
+    warm = dataclasses.replace(obj, loss=dataclasses.replace(obj.loss, pn_warmup_steps=10))
     for step, weight in ((0, 0.0), (5, 1.0), (12, 2.0)):
         total, aux = loss_of(warm, state, batch, step=step)
         np.testing.assert_allclose(float(total), recon + weight * pn, rtol=1e-5)
@@ -148,7 +154,7 @@ def test_encoder_recon_weight_adds_the_encoders_own_reconstruction():
     encoder = recon_error(obj, clean, dropped, out.features[:, -1], out.features[:, :-1], **local)
     assert abs(refined - encoder) > 1e-4 * refined  # 10x the tolerance of the matches below
     for weight in (0.0, 2.0):
-        weighted = dataclasses.replace(obj, loss={**obj.loss, "encoder_recon_weight": weight})
+        weighted = dataclasses.replace(obj, loss=dataclasses.replace(obj.loss, encoder_recon_weight=weight))
         total, aux = loss_of(weighted, state, batch, params=params)
         np.testing.assert_allclose(float(total), refined + weight * encoder, rtol=1e-5)
         np.testing.assert_allclose(float(aux.parts["loss_recon_encoder"]), encoder if weight else 0.0, rtol=1e-5)
@@ -161,13 +167,50 @@ def test_the_sampler_radii_reach_the_affinity_mask():
     _, aux = loss_of(obj, state, batch)
     clean, dropped, out = stage_one(obj, state, batch)
     window = config.model.sampler.radius_max
-    radii = sampler.pixel_radii(out.features[:, -1], **config.model.sampler).radius
+    radii = sampler.Sampler(**config.model.sampler)(out.features[:, -1]).radius
     assert (np.asarray(radii) < window).any(), "the test needs pixels whose radius is below the window"
     refs = out.features[:, :-1]
     with_radii = recon_error(obj, clean, dropped, out.query, refs, radius=window, pixel_radius=radii)
     fixed = recon_error(obj, clean, dropped, out.query, refs, radius=window)
     np.testing.assert_allclose(float(aux.parts["recon_error"]), with_radii, rtol=1e-5)
     assert abs(with_radii - fixed) > 1e-4 * fixed
+    # The loss returns the sampler's output it used, regions included, for the diagnostics.
+    sampled = sampler.Sampler(**config.model.sampler)(out.features[:, -1])
+    for got, want in zip(aux.intermediates.sampled, sampled):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert aux.intermediates.value_map is None and aux.intermediates.weight_map is None
+
+
+def test_the_loss_returns_the_weight_map_it_applied():
+    config = config_with(use_weight_map=True)
+    obj, state, batch = setup(config)
+    step = 4
+    _, aux = loss_of(obj, state, batch, step=step)
+    clean, dropped, out = stage_one(obj, state, batch)
+    # Without the VEN the value map is computed from the encoder features (window, beta).
+    window, beta = config.model.value_map.window, config.model.value_map.beta
+    value_map = ven_lib.window_value_map(out.features[:, -1], out.features[:, :-1], window, beta)
+    np.testing.assert_allclose(np.asarray(aux.intermediates.value_map), np.asarray(value_map), rtol=1e-5, atol=1e-6)
+    size = batch["frames"].shape[2:4]
+    weights = losses.weight_map(value_map, size, jnp.float32(step / 10))  # gamma ramps over the 10 steps.
+    np.testing.assert_allclose(np.asarray(aux.intermediates.weight_map), np.asarray(weights), rtol=1e-5, atol=1e-6)
+    assert aux.intermediates.sampled is None
+
+
+@pytest.mark.parametrize(
+    "section,field", [("model.sampler", "radius_max"), ("loss", "lambda_pn"), ("memory", "bank_pixels")]
+)
+def test_a_renamed_config_field_fails_where_the_objective_is_built(section, field):
+    config = config_with(use_sampler=True, use_pos_neg=True)
+    fields = config
+    for name in section.split("."):
+        fields = fields[name]
+    with config.unlocked():
+        fields[field + "_renamed"] = fields[field]
+        del fields[field]
+    model, _, _ = train_state.make_initializer(config_with(), total_steps=10)
+    with pytest.raises(TypeError, match=f"{field}_renamed"):
+        objective.from_config(config, model, total_steps=10)
 
 
 @pytest.mark.parametrize("use_flow,use_ven", [(False, False), (True, True)])
@@ -176,7 +219,8 @@ def test_embed_returns_the_features_the_objective_used(use_flow, use_ven):
     obj, state, batch = setup(config)
     lab = color.uint8_rgb_to_normalized_lab(batch["frames"], obj.lab_mean, obj.lab_std)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    trained = obj.features(variables, lab, batch["flow"], jax.random.PRNGKey(0)).out.features  # [B, N, h, w, D]
+    stages = obj.stages(variables, lab, lab, batch["flow"], jnp.int32(0), jax.random.PRNGKey(0))
+    trained = stages.out.features  # [B, N, h, w, D]
     exported = export.ExportedModel(obj.model, variables, config)
     frames, flow = batch["frames"], batch["flow"]
     embedded = export.embed(exported, frames.reshape(-1, *frames.shape[2:]), flow.reshape(-1, *flow.shape[2:]))
@@ -249,5 +293,5 @@ def test_raw_features_at_the_reconstruction_temperature_reuse_the_positive_softm
     obj, state, batch = setup(config)
     _, aux = loss_of(obj, state, batch)
     clean, dropped, out = stage_one(obj, state, batch)
-    plain = recon_error(obj, clean, dropped, out.query, out.features[:, :-1], radius=obj.reconstruction["radius"])
+    plain = recon_error(obj, clean, dropped, out.query, out.features[:, :-1], radius=obj.reconstruction.radius)
     np.testing.assert_allclose(float(aux.parts["recon_error"]), plain, rtol=1e-5)

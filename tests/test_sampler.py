@@ -9,6 +9,17 @@ import pytest
 
 from mer_jax import correspondence, sampler
 
+# The paper's sampler with limits in feature pixels and uncentred features; tests override fields.
+DEFAULTS = dict(
+    num_clusters=5, kmeans_iters=10, cluster_xy_weight=1.0, grow_threshold=0.45, shrink=0.5, expand=1.5,
+    radius_min=2, radius_max=12, grid_reference=0, center_features=False,
+)  # fmt: skip
+
+
+def pixel_radii(features, **overrides):
+    """`sampler.Sampler` with DEFAULTS and the overrides, on features."""
+    return sampler.Sampler(**{**DEFAULTS, **overrides})(features)
+
 
 def init_reference(points, num_clusters):
     """Farthest-point init in float64: start nearest the mean, then the farthest from the chosen."""
@@ -234,7 +245,7 @@ R0 = (4 * np.sqrt(0.5) + 8 * np.sqrt(2.5) + 4 * np.sqrt(4.5)) / 16
     ],
 )
 def test_pixel_radii_hand_case(radius_min, radius_max, shrink, expand, r0, r_in, r_out):
-    out = sampler.pixel_radii(
+    out = pixel_radii(
         blob_features(),
         num_clusters=1,
         grow_threshold=0.45,
@@ -266,22 +277,22 @@ def test_no_gradient_flows_through_the_sampler(outer_stop_gradient):
 
     def loss(q):
         features = jax.lax.stop_gradient(q) if outer_stop_gradient else q
-        radius = sampler.pixel_radii(features, **SAMPLER_ARGS).radius
+        radius = pixel_radii(features, **SAMPLER_ARGS).radius
         return jnp.sum(recon(q, keys, values, pixel_radius=radius) ** 2)
 
-    constant_radius = sampler.pixel_radii(query, **SAMPLER_ARGS).radius
+    constant_radius = pixel_radii(query, **SAMPLER_ARGS).radius
     assert len(np.unique(np.asarray(constant_radius))) == 2  # both r_in and r_out occur
     got = jax.jit(jax.grad(loss))(query)
     want = jax.jit(jax.grad(lambda q: jnp.sum(recon(q, keys, values, pixel_radius=constant_radius) ** 2)))(query)
     assert np.isfinite(np.asarray(got)).all()
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
-    zero = jax.grad(lambda q: sampler.pixel_radii(q, **SAMPLER_ARGS).base_radius.sum())(query)
+    zero = jax.grad(lambda q: pixel_radii(q, **SAMPLER_ARGS).base_radius.sum())(query)
     np.testing.assert_array_equal(np.asarray(zero), 0.0)
 
 
 def test_jitted_sampler_shapes_and_range():
     features = jnp.asarray(np.random.default_rng(12).normal(size=(2, 16, 16, 8)).astype(np.float32))
-    out = jax.jit(sampler.pixel_radii)(features)
+    out = jax.jit(sampler.Sampler(**DEFAULTS))(features)
     assert out.radius.shape == out.regions.shape == (2, 16, 16) and out.base_radius.shape == (2,)
     assert ((out.radius >= 2) & (out.radius <= 12)).all()
 
@@ -319,7 +330,7 @@ def test_centred_region_growing_matches_numpy_flood_fill(seed):
     features = shared_component_blobs(seed)
     b, h, w, c = features.shape
     args = dict(num_clusters=3, kmeans_iters=4, grow_threshold=0.45, cluster_xy_weight=1.0)
-    got = sampler.pixel_radii(features, **args, radius_min=1, radius_max=4, center_features=True)
+    got = pixel_radii(features, **args, radius_min=1, radius_max=4, center_features=True)
     centred = features.astype(np.float64) - features.mean(axis=(1, 2), keepdims=True)
     unit = centred / np.linalg.norm(centred, axis=-1, keepdims=True)
     ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
@@ -329,6 +340,6 @@ def test_centred_region_growing_matches_numpy_flood_fill(seed):
     want = grow_reference(centred, centroids[..., :c], 0.45, h + w)
     np.testing.assert_array_equal(np.asarray(got.regions), want)
     # The shared component makes every cosine high: uncentred, the regions flood the frame.
-    flooded = sampler.pixel_radii(features, **args, radius_min=1, radius_max=4, center_features=False)
+    flooded = pixel_radii(features, **args, radius_min=1, radius_max=4, center_features=False)
     assert (np.asarray(flooded.regions) >= 0).mean() > 0.95
     assert (want >= 0).mean() < 0.9

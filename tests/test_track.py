@@ -16,7 +16,9 @@ from PIL import Image
 from configs import propagation as propagation_configs
 from mer_jax import track
 from mer_jax.data import resize
-from mer_jax.evaluation import davis, features, masks_io, protocol, user_video, vos
+from mer_jax.evaluation import features, masks_io, protocol, vos
+from mer_jax.evaluation.benchmarks.davis import evaluator as davis
+from mer_jax.evaluation.benchmarks.user_video import data as user_video
 from tests import fake_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

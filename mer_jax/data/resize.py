@@ -27,3 +27,10 @@ def resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return flow
     resized = cv2.resize(flow, (size[1], size[0]), interpolation=_interpolation((height, width), size))
     return resized * np.array([size[1] / width, size[0] / height], np.float32)
+
+
+def processing_size(height: int, width: int, max_height: int | None) -> tuple[int, int]:
+    """(height, width), or the same aspect at `max_height` rows when taller (None: never resized)."""
+    if max_height is None or height <= max_height:
+        return height, width
+    return max_height, int(round(width * max_height / height))

@@ -11,13 +11,6 @@ from typing import Sequence
 from mer_jax.evaluation import features, vos
 
 FLOORS = ("copy", "lab")
-# The numbers each benchmark's comparison table shows (YouTube-VOS is scored by its server).
-HEADLINE_KEYS = {
-    "davis": ("J&F-Mean", "J-Mean", "F-Mean"),
-    "jhmdb": ("PCK@0.1", "PCK@0.2"),
-    "tapvid": ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy"),
-    "ytvos": (),
-}
 
 
 def floor_encoders(

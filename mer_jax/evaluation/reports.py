@@ -1,6 +1,8 @@
-"""Report helpers shared by the evaluators and the sweep: JSON-safe trees and side-by-side tables."""
+"""Report helpers shared by the evaluators and the sweep: JSON-safe trees, JSON files and side-by-side tables."""
 
+import json
 import math
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -19,6 +21,13 @@ def jsonable(tree):
         return int(tree)
     value = float(tree)
     return None if math.isnan(value) else value
+
+
+def write_json(path: str, tree) -> None:
+    """Writes `jsonable(tree)` to path (indent 2), creating its folder."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(jsonable(tree), f, indent=2)
 
 
 def comparison_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str]) -> str:

@@ -1,196 +1,100 @@
-"""Evaluators that run during training, declared in the config as `config.evals.<name>`.
+"""Evaluation during training: `config.evals.<name>` (configs/propagation.py, `training_eval`) runs
+benchmark `<name>` of `benchmark_run.BENCHMARKS` on the current weights.
 
-Contract with `train.py`: for each entry, `EVALUATORS[name](**fields)` (every field but
-`every_steps` and `at_end`, names unchanged) is built once; at every multiple of `every_steps` and
-at the last step `run(model, workdir)` gets the current weights as an `export.ExportedModel` (host
-variables, `model.config` the training config) and returns flat scalars {key: float}, which
-train.py writes to TensorBoard as `<name>/<key>`. Each scores the trained encoder (`trained`), its
-VEN-refined queries when the model has a VEN (`trained_ven`, `eval.use_ven`), and the two floors
-(`floors/copy`, `floors/lab`: `floors.py`), which do not change with training and are scored at
-the first run only (docs/method.md, 'Benchmarks'). The synthetic evaluator runs whole on every
-process, with no collective; the DAVIS one splits its sequences over every device of the run
-(`video_shards`). Only process 0 writes the merged files and prints.
+Each section holds `every_steps`, `at_end`, `score_ven` and the benchmark's section, the fields
+`python -m mer_jax.evaluate` takes; errors name them as `--config.evals.<name>.<field>`. At every
+multiple of `every_steps` and at the last step, `TrainingEvaluation.run` scores the trained encoder
+(`trained`), its VEN-refined queries when the model has a VEN and `score_ven` is set
+(`trained_ven`), and the copy and lab floors, which do not change with training and are scored at
+the first run only (`benchmark_run.BenchmarkRun.floors`). Files go to `WORKDIR/eval_<name>/<path>`
+and `WORKDIR/eval_<name>/floors/<floor>`; the summary {"preset", the benchmark's description,
+<path>: scores, "floors": {...}} to `WORKDIR/eval_<name>/summary.json` (the synthetic benchmark's
+to `WORKDIR/eval_results.json`, the file the sweep reads); TensorBoard gets `<name>/<path>/<key>`
+and `<name>/floors/<floor>/<key>`. Benchmarks split their videos over every device of the run
+(`video_shards`) except the synthetic one, which runs whole on every process; only process 0
+writes the merged files and prints.
 """
 
-import json
-import math
 import os
 from typing import Any, Mapping
 
 import jax
+import ml_collections
 
 from mer_jax import export
-from mer_jax.data import synthetic_video
-from mer_jax.evaluation import davis, features, floors, protocol, reports, synthetic, vos
-from mer_jax.models import encoder as encoder_lib
+from mer_jax.evaluation import benchmark_run, features, reports
+
+TRAINING_FIELDS = ("every_steps", "at_end", "score_ven")  # The section's fields that are not the benchmark's.
+SUMMARY_FILES = {"synthetic": "eval_results.json"}  # Relative to the workdir; others: eval_<name>/summary.json.
+_PER_ITEM = ("per_object", "per_video")  # Per-object and per-video scores stay out of TensorBoard.
 
 
-def _model_encoders(
-    model: export.ExportedModel, feature_batch: int, score_ven: bool = True
-) -> dict[str, vos.FrameEncoder]:
-    """{"trained": encoder features, "trained_ven": VEN-refined queries (models with a VEN, with score_ven)}."""
-    encoders = {"trained": features.TrainedEncoder(model, batch=feature_batch)}
-    if model.model.use_ven and score_ven:
-        encoders["trained_ven"] = features.TrainedEncoder(model, batch=feature_batch, use_ven=True)
-    return encoders
-
-
-def _flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested {name: {key: number}} -> {"<name>/<key>": float}, leaving out per-object lists."""
+def flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested {name: {key: number}} -> {"<name>/<key>": float}, leaving out per-object and
+    per-video scores and anything that is not a number."""
     flat = {}
     for key, value in results.items():
         if isinstance(value, Mapping):
-            if key != "per_object":
-                flat.update(_flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float)):
+            if key not in _PER_ITEM:
+                flat.update(flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[f"{prefix}{key}"] = float(value)
     return flat
 
 
-class SyntheticEvaluator:
-    """J&F on held-out procedural videos at the training image size (`synthetic.evaluate`).
-
-    The videos follow the training data's generator (`config.data.synthetic.kind`). Writes
-    `workdir/eval_results.json` = {"preset", "kind", "videos", "trained": scores, "trained_ven":
-    scores (models with a VEN), "floors": {"copy": scores, "lab": scores}} with `synthetic.evaluate`'s
-    scores (per-object J&F included), and prints the J&F-Means side by side.
+class TrainingEvaluation:
+    """One `config.evals.<name>` section, built once (its data checked before training starts).
 
     Args:
-      num_videos, num_frames, num_objects: the held-out videos (`synthetic_video.generate_videos`).
-      seed: their seed (distinct from the training seed: held out).
-      preset: the propagation preset's name in `presets`; its window radius must be at most a
-        quarter of the feature grid's side (e.g. `mer_small` for 64x64 frames), so the search
-        stays local.
-      presets: {name: Preset fields} (configs/propagation.py).
-      lab_temperature: the lab floor's temperature (`protocol.make_preset`).
-      feature_batch: frames the trained encoder embeds at a time.
+      name: the section's name, a key of `benchmark_run.BENCHMARKS`.
+      section: the section's fields.
+      data: the training config's `data` section (the floors' Lab normalisation; the synthetic
+        benchmark's videos where its image_size, flow_gap or kind are None).
+
+    Raises:
+      ValueError: an unknown name; `FieldError` for a bad field, naming `--config.evals.<name>.<field>`.
     """
 
-    def __init__(
-        self,
-        *,
-        num_videos: int,
-        num_frames: int,
-        num_objects: int,
-        seed: int,
-        preset: str,
-        presets: Mapping[str, Mapping[str, Any]],
-        lab_temperature: float,
-        feature_batch: int,
-    ):
-        if preset not in presets:
-            raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
-        self.num_videos, self.num_frames, self.num_objects, self.seed = num_videos, num_frames, num_objects, seed
-        self.preset_name, self.feature_batch = preset, feature_batch
-        self.preset = protocol.make_preset(presets[preset], "trained", lab_temperature)
-        self.lab_preset = protocol.make_preset(presets[preset], "lab", lab_temperature)
-        self._floors: dict[str, dict] | None = None
-
-    def videos(self, image_size: int, flow_gap: int, kind: str) -> list[synthetic_video.SyntheticVideo]:
-        """The held-out videos at the training image size, with flow to the frame `flow_gap` before."""
-        grid = math.ceil(image_size / encoder_lib.OUTPUT_STRIDE)
-        if 4 * self.preset.radius > grid:
-            raise ValueError(
-                f"preset {self.preset_name!r} has radius {self.preset.radius}: a global search on the {grid}x{grid} "
-                f"feature grid of {image_size}x{image_size} frames. Use a preset whose radius is at most "
-                f"{grid // 4} (a quarter of the grid side), e.g. --config.evals.synthetic.preset=mer_small."
-            )
-        return synthetic_video.generate_videos(
-            self.seed, self.num_videos, num_frames=self.num_frames, height=image_size, width=image_size,
-            num_objects=self.num_objects, flow_gap=flow_gap, kind=kind,
-        )  # fmt: skip
-
-    def run(self, model: export.ExportedModel, workdir: str) -> dict[str, float]:
-        """Scores the model's paths and the floors; returns {"trained/J&F-Mean": ..., "floors/copy/J&F-Mean": ...}."""
-        data = model.config.data
-        videos = self.videos(data.image_size, data.flow_gap, data.synthetic.kind)
-        results: dict[str, Any] = {"preset": self.preset_name, "kind": data.synthetic.kind, "videos": len(videos)}
-        for name, encoder in _model_encoders(model, self.feature_batch).items():
-            results[name] = synthetic.evaluate(encoder, self.preset, videos)
-        if self._floors is None:
-            encoders = floors.floor_encoders(data.lab_mean, data.lab_std)
-            self._floors = {name: synthetic.evaluate(encoders[name], self.lab_preset, videos) for name in floors.FLOORS}
-        results["floors"] = self._floors
-        if jax.process_index() == 0:
-            with open(os.path.join(workdir, "eval_results.json"), "w") as f:
-                json.dump(reports.jsonable(results), f, indent=2)
-            paths = [name for name in ("trained", "trained_ven") if name in results]
-            scores = [f"{name} {results[name]['J&F-Mean']:.4f}" for name in paths]
-            scores += [f"{name} {self._floors[name]['J&F-Mean']:.4f}" for name in floors.FLOORS]
-            objects = results["floors"]["copy"]["objects"]
-            print(
-                f"Held-out J&F-Mean ({len(videos)} {data.synthetic.kind} procedural videos, {objects} objects, "
-                f"preset {self.preset_name}): " + ", ".join(scores)
-            )
-        return _flatten({key: value for key, value in results.items() if isinstance(value, Mapping)})
-
-
-class DavisEvaluator:
-    """DAVIS J&F (`davis.Evaluator`) of the model's paths and of the floors, over all devices.
-
-    Results go to `workdir/eval_davis/<path>` and `workdir/eval_davis/floors/<floor>` (overwritten
-    at each run, no overlays).
-
-    Args:
-      davis_root, year, subset, sequences: as `davis.Evaluator`; davis_root None is refused at
-        construction, naming the flag.
-      preset, presets, lab_temperature, feature_batch: as `SyntheticEvaluator` (no radius check:
-        DAVIS grids are large).
-      score_ven: also score the VEN-refined queries (`trained_ven`, models with a VEN). On a CPU
-        this path dominates at 480p: the VEN attends from every query to every pooled key of its
-        references (README, 'Training on real video').
-    """
-
-    def __init__(
-        self,
-        *,
-        davis_root: str | None,
-        year: str,
-        subset: str,
-        sequences: str | None,
-        preset: str,
-        presets: Mapping[str, Mapping[str, Any]],
-        lab_temperature: float,
-        feature_batch: int,
-        score_ven: bool,
-    ):
-        if davis_root is None:  # Checked when train.py builds the evaluators: before training.
-            raise ValueError(
-                "config.evals.davis needs the DAVIS folder (JPEGImages/, Annotations/, ImageSets/): pass "
-                "--config.evals.davis.davis_root=PATH/DAVIS"
-            )
-        if preset not in presets:
-            raise ValueError(f"preset must be one of {sorted(presets)}, got {preset!r}")
-        self.evaluator = davis.Evaluator(
-            davis_root=davis_root, year=year, subset=subset, sequences=sequences, save_overlays=False
+    def __init__(self, name: str, section: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
+        if name not in benchmark_run.BENCHMARKS:
+            raise ValueError(f"config.evals.{name}: unknown benchmark; use one of {sorted(benchmark_run.BENCHMARKS)}")
+        fields = {key: value for key, value in section.items() if key not in TRAINING_FIELDS}
+        self.benchmark = benchmark_run.BenchmarkRun(
+            name, fields, lab_mean=data.lab_mean, lab_std=data.lab_std, prefix=f"evals.{name}.", training_data=data
         )
-        self.preset = protocol.make_preset(presets[preset], "trained", lab_temperature)
-        self.lab_preset = protocol.make_preset(presets[preset], "lab", lab_temperature)
-        self.feature_batch, self.score_ven = feature_batch, score_ven
-        self._floors: dict[str, dict] | None = None
+        self.name, self.every_steps, self.at_end, self.score_ven = (
+            name,
+            section.every_steps,
+            section.at_end,
+            section.score_ven,
+        )
+        self.feature_batch = section.feature_batch
+
+    def due(self, step: int, total_steps: int) -> bool:
+        """Whether to evaluate after `step`: at every multiple of every_steps, and at the end with at_end."""
+        return bool(self.every_steps and step % self.every_steps == 0) or (self.at_end and step == total_steps)
 
     def run(self, model: export.ExportedModel, workdir: str) -> dict[str, float]:
-        """Scores the model (and the floors, once); returns {"trained/J&F-Mean": ..., ...}.
-
-        Every process runs it: the sequences are split over all devices of the run
-        (`video_shards`), and every process returns the merged scores."""
-        output = os.path.join(workdir, "eval_davis")
-        if self._floors is None:
-            encoders = floors.floor_encoders(model.config.data.lab_mean, model.config.data.lab_std)
-            self._floors = {
-                name: self.evaluator.run(encoders[name], self.lab_preset, os.path.join(output, "floors", name))
-                for name in floors.FLOORS
-            }
-        results: dict[str, Any] = {
-            name: self.evaluator.run(encoder, self.preset, os.path.join(output, name))
-            for name, encoder in _model_encoders(model, self.feature_batch, self.score_ven).items()
+        """Scores the model's paths (and the floors, once); returns the TensorBoard scalars
+        {"trained/J&F-Mean": ..., "floors/copy/J&F-Mean": ...} on every process."""
+        output = os.path.join(workdir, f"eval_{self.name}")
+        paths = {"trained": features.TrainedEncoder(model, batch=self.feature_batch)}
+        if model.model.use_ven and self.score_ven:
+            paths["trained_ven"] = features.TrainedEncoder(model, batch=self.feature_batch, use_ven=True)
+        results = {
+            path: self.benchmark.run(encoder, "trained", os.path.join(output, path)) for path, encoder in paths.items()
         }
-        results["floors"] = self._floors
-        rows = {name: scores for name, scores in results.items() if name != "floors"}
-        rows.update({f"{name} floor": scores for name, scores in self._floors.items()})
+        results["floors"] = self.benchmark.floors(output)
+        self.benchmark.print_comparison({path: results[path] for path in paths})
         if jax.process_index() == 0:
-            print(reports.comparison_table(rows, floors.HEADLINE_KEYS["davis"]))
-        return _flatten(results)
+            summary = {"preset": self.benchmark.fields["preset"], **self.benchmark.description(), **results}
+            path = os.path.join(
+                workdir, SUMMARY_FILES.get(self.name, os.path.join(f"eval_{self.name}", "summary.json"))
+            )
+            reports.write_json(path, summary)
+        return flatten(results)
 
 
-EVALUATORS = {"synthetic": SyntheticEvaluator, "davis": DavisEvaluator}
+def from_config(config: ml_collections.ConfigDict) -> dict[str, TrainingEvaluation]:
+    """{name: TrainingEvaluation} of config.evals, in the config's order."""
+    return {name: TrainingEvaluation(name, section, config.data) for name, section in config.evals.items()}
