@@ -66,10 +66,10 @@ def test_two_runs_on_one_workdir_the_second_stops_at_once(tmp_path):
 def test_resuming_with_changed_fields_is_refused_listing_them(tmp_path):
     train.train_and_evaluate(debug_config(), str(tmp_path))
     changed = debug_config(batch_size=2)
-    changed.data.image_size = 16
+    changed.data.image_size = 48
     with pytest.raises(run_config.ConfigChangedError) as error:
         train.train_and_evaluate(changed, str(tmp_path))
-    assert "batch_size: 4 -> 2" in str(error.value) and "data.image_size: 32 -> 16" in str(error.value)
+    assert "batch_size: 4 -> 2" in str(error.value) and "data.image_size: 32 -> 48" in str(error.value)
     assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 4  # Not overwritten.
 
 
