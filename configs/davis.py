@@ -17,18 +17,15 @@ PRESET = "mer"  # 480p frames give a 120x214 feature grid (at least 120x160 in D
 
 def fields() -> ml_collections.ConfigDict:
     """The DAVIS benchmark's own fields (`benchmarks/davis/evaluator.py`)."""
-    fields = ml_collections.ConfigDict()
+    fields = propagation.video_selection()
     fields.davis_root = config_dict.placeholder(str)  # The DAVIS folder (JPEGImages/, Annotations/, ImageSets/).
     fields.year = "2017"  # '2017' (palette masks, 255 void) or '2016' (grey single-object masks).
     fields.subset = "val"  # ImageSets/<year>/<subset>.txt lists the sequences.
-    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of them (None: all).
-    fields.save_overlays = False  # Also write <output>/overlays/<sequence>.mp4.
     return fields
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("davis", PRESET)
-    config.update(fields())
+    config = propagation.benchmark_config("davis", PRESET, fields())
     if arg == "debug":
         config.encoder = "lab"
         config.presets.mer.radius = 4

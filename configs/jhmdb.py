@@ -17,19 +17,16 @@ PRESET = "crw"
 
 def fields() -> ml_collections.ConfigDict:
     """The JHMDB benchmark's own fields (`benchmarks/jhmdb/evaluator.py`)."""
-    fields = ml_collections.ConfigDict()
+    fields = propagation.video_selection()
     fields.jhmdb_root = config_dict.placeholder(str)  # Holds Rename_Images/, joint_positions/, splits/.
     fields.jhmdb_split = 1
     fields.jhmdb_sigma = 0.5  # Gaussian sigma (feature cells) of the first frame's joint heatmaps.
     fields.jhmdb_topk = 3  # A joint is decoded from its heatmap's topk largest values.
-    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of the videos (None: all).
-    fields.save_overlays = False  # Also write <output>/overlays/<class>_<video>.mp4.
     return fields
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("jhmdb", PRESET)
-    config.update(fields())
+    config = propagation.benchmark_config("jhmdb", PRESET, fields())
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/jhmdb.py")
     return config

@@ -70,13 +70,24 @@ def propagation_fields(preset: str) -> ml_collections.ConfigDict:
     return fields
 
 
-def benchmark_config(benchmark: str, preset: str = "mer") -> ml_collections.ConfigDict:
-    """The fields of every `mer_jax.evaluate` config: the command's own (`evaluate.RUN_FIELDS`) and
-    `propagation_fields`; the benchmark's config file adds its own section fields.
+def video_selection() -> ml_collections.ConfigDict:
+    """The section fields of every benchmark on files: which videos, and whether to draw overlays."""
+    fields = ml_collections.ConfigDict()
+    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of the videos (None: all).
+    fields.save_overlays = False  # Also write <output>/overlays/<video>.mp4.
+    return fields
+
+
+def benchmark_config(
+    benchmark: str, preset: str = "mer", fields: ml_collections.ConfigDict | None = None
+) -> ml_collections.ConfigDict:
+    """A `mer_jax.evaluate` config: the command's own fields (`evaluate.RUN_FIELDS`),
+    `propagation_fields` and the benchmark's own section `fields`.
 
     Args:
       benchmark: 'davis', 'jhmdb', 'synthetic', 'tapvid' or 'ytvos' (`benchmark_run.BENCHMARKS`).
       preset: the default preset's name.
+      fields: the benchmark's own fields (its config file's `fields()`), or None.
     """
     config = ml_collections.ConfigDict()
     config.benchmark = benchmark
@@ -92,6 +103,7 @@ def benchmark_config(benchmark: str, preset: str = "mer") -> ml_collections.Conf
     config.lab_std = (50.0, 127.0, 127.0)
     config.output = config_dict.placeholder(str)  # None: <checkpoint or .>/eval_<benchmark>_<encoder>_<preset>.
     config.update(propagation_fields(preset))
+    config.update(fields or {})
     return config
 
 

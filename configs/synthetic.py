@@ -32,8 +32,7 @@ def fields() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("synthetic", PRESET)
-    config.update(fields())
+    config = propagation.benchmark_config("synthetic", PRESET, fields())
     config.image_size, config.flow_gap, config.kind = 64, 1, "easy"  # configs/demo.py's videos.
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/synthetic.py")

@@ -20,7 +20,7 @@ PRESET = "crw_windowed"
 
 def fields() -> ml_collections.ConfigDict:
     """The TAP-Vid benchmark's own fields (`benchmarks/tapvid/evaluator.py`)."""
-    fields = ml_collections.ConfigDict()
+    fields = propagation.video_selection()
     fields.tapvid_path = config_dict.placeholder(str)  # A TAP-Vid pickle, or a folder of them.
     fields.tapvid_size = 256  # Frames are resized to this square side, as the protocol does.
     fields.tapvid_sigma = 0.5  # Gaussian sigma (feature cells) of the query points' heatmaps.
@@ -28,14 +28,11 @@ def fields() -> ml_collections.ConfigDict:
     # Predicted occluded where the cosine similarity of a point's features at its query and at its
     # predicted position falls below this.
     fields.tapvid_occlusion_threshold = 0.5
-    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of the videos (None: all).
-    fields.save_overlays = False  # Also write <output>/overlays/<video>.mp4.
     return fields
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("tapvid", PRESET)
-    config.update(fields())
+    config = propagation.benchmark_config("tapvid", PRESET, fields())
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/tapvid.py")
     return config

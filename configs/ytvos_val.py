@@ -17,19 +17,16 @@ PRESET = "mer"
 
 def fields() -> ml_collections.ConfigDict:
     """The YouTube-VOS benchmark's own fields (`benchmarks/ytvos/evaluator.py`)."""
-    fields = ml_collections.ConfigDict()
+    fields = propagation.video_selection()
     fields.ytvos_root = config_dict.placeholder(str)  # YouTube-VOS valid/ (JPEGImages/, Annotations/, meta.json).
     # Frames taller than this are propagated at this height (None, from Python: native size; the
     # command line cannot give None to an int field, so pass a height above the frames' instead).
     fields.ytvos_max_height = config_dict.FieldReference(480, field_type=int)
-    fields.sequences = config_dict.placeholder(str)  # Comma-separated subset of the videos (None: all).
-    fields.save_overlays = False  # Also write <output>/overlays/<video>.mp4.
     return fields
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = propagation.benchmark_config("ytvos", PRESET)
-    config.update(fields())
+    config = propagation.benchmark_config("ytvos", PRESET, fields())
     if arg:
         raise ValueError(f"unknown variant {arg!r}; use configs/ytvos_val.py")
     return config
