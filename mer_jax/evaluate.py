@@ -1,16 +1,16 @@
 """Evaluation by label propagation: `python -m mer_jax.evaluate --config=configs/davis.py ...`.
 
-Builds the benchmark (`config.benchmark`: `benchmark_run.BENCHMARKS`) with its preset and floors
-(`benchmark_run.BenchmarkRun`, the contract evaluation during training shares), the encoder (`config.encoder`: the
-trained model at `config.checkpoint`, or raw Lab pixels; `config.eval.use_ven` refines each query
-frame with the model's VEN) and the propagation preset (`config.preset`, every number in
-`config.presets`), and writes results under `config.output`. With `config.floors` the same
-evaluator then scores the two floors (`floors.py`: copy, lab) into `<output>/floors/<floor>`;
-`<output>/summary.json` holds {"results": the model's numbers, "floors": {"copy": ..., "lab": ...}}
-and a table prints them side by side. Every other field of the config is the evaluator's own and
-is passed to it unchanged.
+Builds the benchmark (`config.benchmark`, a key of `benchmark_run.BENCHMARKS`) from its section,
+every field but the command's own `RUN_FIELDS`: its own fields, the propagation preset
+(`config.preset`, every number in `config.presets`), `lab_temperature` and `feature_batch`
+(`benchmark_run.BenchmarkRun`, the contract evaluation during training shares). Then it loads the
+encoder (`config.encoder`: the trained model at `config.checkpoint`, or raw Lab pixels;
+`config.eval.use_ven` refines each query frame with the model's VEN) and writes results under
+`config.output`. With `config.floors` the same benchmark then scores the two floors (`floors.py`:
+copy, lab) into `<output>/floors/<floor>`; `<output>/summary.json` holds {"results": the model's
+numbers, "floors": {"copy": ..., "lab": ...}} and a table prints them side by side.
 
-Each evaluator splits its videos over every device of the run (`evaluation/video_shards.py`):
+Each benchmark splits its videos over every device of the run (`evaluation/video_shards.py`):
 the local devices, and the processes of a multi-process job started with the training flags
 (`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`, see `distributed.py`). Each
 process writes its own videos' files; process 0 alone writes the merged results and prints.

@@ -17,7 +17,7 @@ class FieldError(ValueError):
 
     def __init__(self, field: str, problem: str, prefix: str = ""):
         self.field, self.problem, self.prefix = field, problem, prefix
-        super().__init__(problem.format(flag=f"--config.{prefix}{field}"))
+        super().__init__(problem.replace("{flag}", f"--config.{prefix}{field}"))  # Not format: paths may hold braces.
 
     def under(self, prefix: str) -> "FieldError":
         """The same error for a section that sits at `prefix` (e.g. 'evals.davis.')."""
