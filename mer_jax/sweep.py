@@ -2,12 +2,17 @@
 
 Each row of `config.sweep.rows` ({row: {switch: value}}) trains `config.sweep.seeds` times into
 `DIR/<row>/seed_<k>` (training seed `config.seed + k`; the held-out videos of
-`config.evals.synthetic` are the same for every run), resuming like any run. Then every run's
-held-out evaluation (`eval_results.json`) and module diagnostics (`diagnostics.json`) are
-collected and `sweep_report` writes, into DIR: the printed table (also `sweep.txt`),
-`sweep.json` (per row and path: J&F mean with a 95% interval over seeds, the paired per-object
-difference to `config.sweep.baseline` with a 95% interval over objects x seeds, the diagnostics;
-and the floors) and `sweep.png` (the chart).
+`config.evals.synthetic` are the same for every run). Then every run's held-out evaluation
+(`eval_results.json`) and module diagnostics (`diagnostics.json`) are collected and
+`sweep_report` writes, into DIR: the printed table (also `sweep.txt`), `sweep.json` (per row and
+path: J&F mean with a 95% interval over seeds, the paired per-object difference to
+`config.sweep.baseline` with a 95% interval over objects x seeds, the diagnostics; and the
+floors) and `sweep.png` (the chart).
+
+A sweep stopped at any moment and started again with the same command skips the finished runs
+(`FINISHED`, kept for the same config only), resumes the interrupted one from its last
+checkpoint (re-running an evaluation the stop cut short: `training_evals.RECORD_FILE`) and
+writes the same report as an uninterrupted sweep, so a long sweep can span sessions.
 """
 
 import json
@@ -19,6 +24,10 @@ from ml_collections import config_flags
 
 from mer_jax import sweep_report, train
 from mer_jax.evaluation import reports
+
+# In a run's folder, written once its results are in: {"config": the run's config, "results": its
+# held-out results and diagnostics}. A sweep started again skips the runs it marks as finished.
+FINISHED = "sweep_run.json"
 
 
 def row_config(config: ml_collections.ConfigDict, row: str, seed_index: int = 0) -> ml_collections.ConfigDict:
@@ -59,17 +68,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError("a sweep compares held-out scores: it needs config.evals.synthetic with at_end=True")
     runs = {}
     for row in rows:
-        runs[row] = []
-        for k in range(config.sweep.seeds):
-            logging.info("Sweep row %s, seed %d", row, k)
-            run_dir = os.path.join(workdir, row, f"seed_{k}")
-            train.train_and_evaluate(row_config(config, row, k), run_dir)
-            results = _read_json(os.path.join(run_dir, "eval_results.json"))
-            if results is None:
-                raise FileNotFoundError(f"{run_dir}/eval_results.json is missing: the run's held-out evaluation failed")
-            results["diagnostics"] = _read_json(os.path.join(run_dir, "diagnostics.json")) or {}
-            runs[row].append(results)
+        runs[row] = [
+            run_once(row_config(config, row, k), os.path.join(workdir, row, f"seed_{k}"))
+            for k in range(config.sweep.seeds)
+        ]
     return write_report(runs, config.sweep.baseline, workdir)
+
+
+def run_once(config: ml_collections.ConfigDict, run_dir: str) -> dict:
+    """One run's held-out results and diagnostics, training (or resuming) it unless `run_dir`
+    holds a finished run of this very config (`FINISHED`, written last: a run stopped at any
+    moment before it is resumed by `train.train_and_evaluate`)."""
+    wanted = json.loads(config.to_json())
+    finished = _read_json(os.path.join(run_dir, FINISHED))
+    if finished is not None and finished["config"] == wanted:
+        logging.info("Sweep run %s: finished, skipped", run_dir)
+        return finished["results"]
+    logging.info("Sweep run %s", run_dir)
+    train.train_and_evaluate(config, run_dir)
+    results = _read_json(os.path.join(run_dir, "eval_results.json"))
+    if results is None:
+        raise FileNotFoundError(f"{run_dir}/eval_results.json is missing: the run's held-out evaluation failed")
+    results["diagnostics"] = _read_json(os.path.join(run_dir, "diagnostics.json")) or {}
+    temporary = os.path.join(run_dir, f".{FINISHED}.tmp")
+    with open(temporary, "w") as f:
+        json.dump({"config": wanted, "results": results}, f, indent=2)
+    os.replace(temporary, os.path.join(run_dir, FINISHED))
+    return results
 
 
 def write_report(runs: dict[str, list[dict]], baseline: str, workdir: str) -> dict:

@@ -257,6 +257,17 @@ def _train(
             raise _non_finite_error(bad, checkpointer.last_good_step(), workdir)
 
     try:
+        # Evaluations due at the step this run resumes from that did not complete (the run stopped
+        # during them, or their section changed): run them before training on.
+        pending = [
+            name
+            for name, evaluation in evaluators.items()
+            if start_step > 0
+            and evaluation.due(start_step, total_steps)
+            and not evaluation.completed(workdir, start_step)
+        ]
+        if pending:
+            run_evaluators(config, model, state, evaluators, pending, start_step, workdir, writer)
         for step in range(start_step, end_step):
             batch = sharding.global_batch(next(batches), mesh)
             state, step_metrics, finite = step_fn(state, batch)
@@ -309,11 +320,13 @@ def run_evaluators(
     workdir: str,
     writer: metric_writer.MetricWriter,
 ) -> None:
-    """Runs the named evaluators on the current model; writes their scalars as `<name>/<key>`."""
+    """Runs the named evaluators on the current model; writes their scalars as `<name>/<key>` and
+    records each as completed at `step`."""
     exported = export.ExportedModel(model, _host_variables(state), config)
     for name in names:
         scalars = evaluators[name].run(exported, workdir)
         writer.write_scalars(step, {f"{name}/{key}": value for key, value in scalars.items()})
+        evaluators[name].record(workdir, step)
 
 
 # Errors of the storage, not of the program: reported in one line, without a traceback.

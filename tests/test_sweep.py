@@ -2,11 +2,13 @@
 intervals, paired differences and the floors."""
 
 import json
+import os
 
 import pytest
 
 from configs import table4
-from mer_jax import sweep
+from mer_jax import sweep, train
+from mer_jax.evaluation import training_evals
 
 
 @pytest.mark.slow
@@ -46,3 +48,65 @@ def test_unknown_rows_and_switches_are_errors(tmp_path):
     config = table4.get_config("debug")
     with pytest.raises(ValueError, match="at_end=True"):
         sweep.run(config, str(tmp_path))
+
+
+class Stopped(BaseException):
+    """Stands in for the process being killed (not an Exception: nothing catches it)."""
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_in_training_and_in_evaluation_resumes_to_the_same_report(tmp_path, monkeypatch):
+    config = table4.get_config("debug")
+    config.sweep.only = "baseline,all"
+    config.evals.synthetic.at_end = True
+    whole = sweep.run(config, str(tmp_path / "whole"))
+    calls = []
+    train_and_evaluate, evaluate = train.train_and_evaluate, training_evals.TrainingEvaluation.run
+
+    def stopped_in_training(run_config, run_dir, **kwargs):
+        calls.append(run_dir)
+        if run_dir.endswith(os.path.join("all", "seed_0")):
+            train_and_evaluate(run_config, run_dir, stop_at_step=2, **kwargs)  # Checkpointed at step 2.
+            raise Stopped
+        return train_and_evaluate(run_config, run_dir, **kwargs)
+
+    def stopped_in_evaluation(self, model, workdir):
+        raise Stopped
+
+    monkeypatch.setattr(train, "train_and_evaluate", stopped_in_training)
+    with pytest.raises(Stopped):
+        sweep.run(config, str(tmp_path / "stopped"))
+
+    def counted(run_config, run_dir, **kwargs):
+        calls.append(run_dir)
+        return train_and_evaluate(run_config, run_dir, **kwargs)
+
+    monkeypatch.setattr(train, "train_and_evaluate", counted)
+    monkeypatch.setattr(training_evals.TrainingEvaluation, "run", stopped_in_evaluation)
+    with pytest.raises(Stopped):  # Trains steps 3-4 of the interrupted run, then stops in its evaluation.
+        sweep.run(config, str(tmp_path / "stopped"))
+    assert not (tmp_path / "stopped" / "all" / "seed_0" / "eval_results.json").exists()
+    monkeypatch.setattr(training_evals.TrainingEvaluation, "run", evaluate)
+    calls.clear()
+    resumed = sweep.run(config, str(tmp_path / "stopped"))
+    # The finished baseline run is skipped; the interrupted one only evaluates (it had trained).
+    assert [os.path.basename(os.path.dirname(path)) for path in calls] == ["all"]
+    assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(whole))
+    assert (tmp_path / "stopped" / "sweep.txt").read_text() == (tmp_path / "whole" / "sweep.txt").read_text()
+
+
+def test_a_finished_run_is_reused_only_for_the_same_config(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_training(run_config, run_dir, **kwargs):  # Writes what a run's evaluation writes.
+        trained.append(run_config.seed)
+        os.makedirs(run_dir, exist_ok=True)
+        (tmp_path / "run" / "eval_results.json").write_text(json.dumps({"seed": run_config.seed}))
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_training)
+    config = sweep.row_config(table4.get_config("debug"), "baseline")
+    first = sweep.run_once(config, str(tmp_path / "run"))
+    assert first == {"seed": config.seed, "diagnostics": {}} and trained == [config.seed]
+    assert sweep.run_once(config, str(tmp_path / "run")) == first and len(trained) == 1  # Skipped.
+    config.evals.synthetic.num_videos += 1  # Another held-out set: trained (resumed) and evaluated again.
+    assert sweep.run_once(config, str(tmp_path / "run")) == first and len(trained) == 2

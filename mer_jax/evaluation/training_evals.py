@@ -12,9 +12,11 @@ and `WORKDIR/eval_<name>/floors/<floor>`; the summary {"preset", the benchmark's
 to `WORKDIR/eval_results.json`, the file the sweep reads); TensorBoard gets `<name>/<path>/<key>`
 and `<name>/floors/<floor>/<key>`. Benchmarks split their videos over every device of the run
 (`video_shards`) except the synthetic one, which runs whole on every process; only process 0
-writes the merged files and prints.
+writes the merged files and prints. Each completed evaluation is noted in
+`WORKDIR/evaluated.json` (`record`), so a run stopped during one evaluates again when it resumes.
 """
 
+import json
 import os
 from typing import Any, Mapping
 
@@ -24,6 +26,7 @@ import ml_collections
 from mer_jax import export
 from mer_jax.evaluation import benchmark_run, features, reports
 
+RECORD_FILE = "evaluated.json"  # {name: {"step", "section"}}: the last evaluation of each that completed.
 TRAINING_FIELDS = ("every_steps", "at_end", "score_ven")  # The section's fields that are not the benchmark's.
 SUMMARY_FILES = {"synthetic": "eval_results.json"}  # Relative to the workdir; others: eval_<name>/summary.json.
 _PER_ITEM = ("per_object", "per_video")  # Per-object and per-video scores stay out of TensorBoard.
@@ -62,17 +65,27 @@ class TrainingEvaluation:
         self.benchmark = benchmark_run.BenchmarkRun(
             name, fields, lab_mean=data.lab_mean, lab_std=data.lab_std, prefix=f"evals.{name}.", training_data=data
         )
-        self.name, self.every_steps, self.at_end, self.score_ven = (
-            name,
-            section.every_steps,
-            section.at_end,
-            section.score_ven,
-        )
-        self.feature_batch = section.feature_batch
+        self.name, self.every_steps, self.at_end = name, section.every_steps, section.at_end
+        self.score_ven, self.feature_batch = section.score_ven, section.feature_batch
+        self.section = json.loads(section.to_json())  # What `record` keeps, to tell a changed section.
 
     def due(self, step: int, total_steps: int) -> bool:
         """Whether to evaluate after `step`: at every multiple of every_steps, and at the end with at_end."""
         return bool(self.every_steps and step % self.every_steps == 0) or (self.at_end and step == total_steps)
+
+    def completed(self, workdir: str, step: int) -> bool:
+        """Whether this evaluation, with this section, completed after `step` (`RECORD_FILE`)."""
+        return _read_record(workdir).get(self.name) == {"step": step, "section": self.section}
+
+    def record(self, workdir: str, step: int) -> None:
+        """Notes, on process 0, that this evaluation completed after `step` (replaced atomically)."""
+        if jax.process_index() != 0:
+            return
+        record = {**_read_record(workdir), self.name: {"step": step, "section": self.section}}
+        temporary = os.path.join(workdir, f".{RECORD_FILE}.tmp")
+        with open(temporary, "w") as f:
+            json.dump(record, f, indent=2)
+        os.replace(temporary, os.path.join(workdir, RECORD_FILE))
 
     def run(self, model: export.ExportedModel, workdir: str) -> dict[str, float]:
         """Scores the model's paths (and the floors, once); returns the TensorBoard scalars
@@ -93,6 +106,15 @@ class TrainingEvaluation:
             )
             reports.write_json(path, summary)
         return flatten(results)
+
+
+def _read_record(workdir: str) -> dict:
+    """`RECORD_FILE`'s content ({} when there is none)."""
+    path = os.path.join(workdir, RECORD_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def from_config(config: ml_collections.ConfigDict) -> dict[str, TrainingEvaluation]:

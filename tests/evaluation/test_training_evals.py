@@ -185,3 +185,13 @@ def test_a_debug_training_run_logs_jhmdb_scores_and_floors(tmp_path):
     # The test videos are static: holding the first frame's joints still is exact.
     assert summary["floors"]["copy"]["PCK@0.1"] == 1.0
     assert json.loads((tmp_path / "work" / "eval_jhmdb" / "floors" / "copy" / "jhmdb_results.json").read_text())
+
+
+def test_a_completed_evaluation_is_recorded_with_its_step_and_section(tmp_path):
+    evaluation = synthetic_run()
+    assert not evaluation.completed(str(tmp_path), 4)
+    evaluation.record(str(tmp_path), 4)
+    assert evaluation.completed(str(tmp_path), 4) and not evaluation.completed(str(tmp_path), 2)
+    assert not synthetic_run(num_videos=4).completed(str(tmp_path), 4)  # Another section: not this one.
+    record = json.loads((tmp_path / training_evals.RECORD_FILE).read_text())
+    assert record["synthetic"]["step"] == 4 and record["synthetic"]["section"]["num_videos"] == 3
