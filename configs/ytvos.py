@@ -150,6 +150,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.diagnostics = ml_collections.ConfigDict()
     config.diagnostics.probe_clips = 8
     config.diagnostics.probe_seed = 2_000_003  # Held out: training videos come from config.seed.
+    # TensorBoard image `diagnostics/probe` at every log step: this many probe clips, one row each
+    # (target, objects, flow, value map, weight map, sampler regions; diagnostic_images.py). 0: none.
+    config.diagnostics.image_clips = 4
 
     if arg == "debug":
         shrink_for_tests(config)

@@ -22,6 +22,7 @@ import numpy as np
 from mer_jax import (
     color,
     cpu_compiler,
+    diagnostic_images,
     feature_maps,
     input_pipeline,
     memory_bank,
@@ -191,8 +192,9 @@ def compute(
     bank: memory_bank.MemoryBank | None,
     probe: Probe,
     step: jax.Array,
-) -> dict[str, jax.Array]:
-    """The diagnostics of a model on the probe (keys in docs/method.md, 'Diagnostics').
+) -> tuple[dict[str, jax.Array], objective.Intermediates]:
+    """The diagnostics of a model on the probe (keys in docs/method.md, 'Diagnostics'), and the
+    objective's intermediates on it (for `diagnostic_images`).
 
     The objective's stages run in eval mode (no DropKey, BatchNorm's running statistics) on the
     clean normalised Lab clips: no channel dropout, so every channel is reconstructed. The
@@ -206,7 +208,7 @@ def compute(
       step: the training step (the weight map's gamma).
 
     Returns:
-      {key: float32 scalar}, the keys of the modules switched on.
+      ({key: float32 scalar}, the keys of the modules switched on; the stages' `Intermediates`).
     """
     clean = color.uint8_rgb_to_normalized_lab(probe.frames, obj.lab_mean, obj.lab_std)  # [P, N, H, W, 3]
     flow = probe.flow if obj.model.use_flow else None
@@ -238,28 +240,41 @@ def compute(
         video_id = jnp.full(target.shape[0], -1, jnp.int32)
         pos_neg = obj.positive_negative(out, ref_colours, probe.rng, video_id, bank, windows)
         scalars["pn_positive_mass"] = jnp.mean(jnp.exp(pos_neg.log_positive_mass))
-    return {key: jnp.asarray(value, jnp.float32) for key, value in scalars.items()}
+    return {key: jnp.asarray(value, jnp.float32) for key, value in scalars.items()}, found
 
 
 class Prober:
     """The diagnostics of a run: its probe, built once on the host, and `compute` compiled once.
 
     Called on a train state, it runs on the first local device holding the replicated variables
-    (no collective, nothing gathered to the host but the scalars), so any process may call it
-    alone; train.py calls it on process 0 only.
+    (no collective, nothing gathered to the host but the scalars and the first `image_clips`
+    clips' maps), so any process may call it alone; train.py calls it on process 0 only.
     """
 
     def __init__(self, obj: objective.Objective, config: ml_collections.ConfigDict):
         self.probe = make_probe(config)
+        self.image_clips = min(config.diagnostics.image_clips, config.diagnostics.probe_clips)
         self._compute = cpu_compiler.jit(functools.partial(compute, obj))
 
-    def __call__(self, state: train_state.TrainState, step: int) -> dict[str, float]:
-        """{key: value} of `compute` on the state's variables and memory bank at `step`."""
+    def __call__(self, state: train_state.TrainState, step: int) -> tuple[dict[str, float], np.ndarray | None]:
+        """({key: value} of `compute` on the state's variables and memory bank at `step`, the
+        `diagnostic_images.panel` of the first `image_clips` clips, or None without them)."""
         local = jax.tree.map(lambda x: x.addressable_data(0), (state.params, state.batch_stats, state.memory_bank))
         device = next(iter(jax.tree.leaves(local)[0].devices()))
         self.probe = jax.device_put(self.probe, device)  # Copied once; a no-op afterwards.
-        scalars = self._compute(*local, self.probe, jnp.int32(step))
-        return {key: float(value) for key, value in scalars.items()}
+        scalars, found = self._compute(*local, self.probe, jnp.int32(step))
+        scalars = {key: float(value) for key, value in scalars.items()}
+        if not self.image_clips:
+            return scalars, None
+        k = self.image_clips
+        found = jax.device_get(
+            (found.value_map, found.weight_map, None if found.sampled is None else found.sampled.regions)
+        )
+        maps = [None if values is None else np.asarray(values[:k]) for values in found]
+        frames, flow = np.asarray(self.probe.frames[:k, -1]), np.asarray(self.probe.flow[:k, -1])
+        masks = np.asarray(self.probe.object_pixels[:k]).astype(np.uint8)
+        picture = diagnostic_images.panel(frames, masks, flow, *maps)
+        return scalars, picture
 
 
 def write_json(workdir: str, step: int, scalars: dict[str, float]) -> None:

@@ -1,7 +1,7 @@
 """TensorBoard + log metric writer with clu's `MetricWriter` interface, without TensorFlow.
 
 clu's own writers (`clu.metric_writers`) import TensorFlow, which would double the install
-and may grab GPU memory; this writer keeps the same methods (`write_scalars`,
+and may grab GPU memory; this writer keeps the same methods (`write_scalars`, `write_images`,
 `write_hparams`, `close`) and writes TensorBoard event files through tensorboardX.
 Only process 0 writes events; every process logs.
 """
@@ -27,6 +27,12 @@ class MetricWriter:
         if self._events is not None:
             for key, value in scalars.items():
                 self._events.add_scalar(key, float(value), global_step=step)
+
+    def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+        """Writes {tag: uint8 RGB image [H, W, 3]} to TensorBoard (nothing to the log)."""
+        if self._events is not None:
+            for key, image in images.items():
+                self._events.add_image(key, image, global_step=step, dataformats="HWC")
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
         logging.info("hparams: %s", dict(hparams))

@@ -285,8 +285,10 @@ def _train(
                 )
                 writer.write_scalars(done, scalars)
                 if prober is not None:
-                    probed = prober(state, done)
+                    probed, picture = prober(state, done)
                     writer.write_scalars(done, {f"diagnostics/{key}": value for key, value in probed.items()})
+                    if picture is not None:
+                        writer.write_images(done, {"diagnostics/probe": picture})
                     diagnostics.write_json(workdir, done, probed)
                 progress.set_postfix(loss=f"{scalars['loss']:.4f}")
                 lock.heartbeat()

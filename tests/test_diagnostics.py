@@ -178,8 +178,12 @@ def test_heldout_errors_and_positive_mass_match_numpy(initial_state):
         filled=empty.filled.at[3].set(True),
         video_ids=empty.video_ids.at[3].set(5),
     )
-    got = prober(state.replace(memory_bank=bank), 0)
+    got, picture = prober(state.replace(memory_bank=bank), 0)
     assert set(got) == ALWAYS | {"pn_positive_mass"}
+    # Target, objects and flow only: no value map, weight map or sampler here.
+    k, height, width = prober.image_clips, *probe.frames.shape[2:4]
+    assert picture.shape == (k * height, 3 * width, 3) and picture.dtype == np.uint8
+    np.testing.assert_array_equal(picture[height : 2 * height, :width], probe.frames[1, -1])
 
     def unit(x):
         return x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -217,8 +221,10 @@ def test_heldout_errors_and_positive_mass_match_numpy(initial_state):
 def test_debug_model_has_exactly_its_modules_keys(switched_on, initial_state):
     config = config_with(*switched_on)
     prober, state, _, _ = diagnose(config, initial_state)
-    got = prober(state, 0)
+    got, picture = prober(state, 0)
     assert set(got) == (ALL_KEYS if switched_on else ALWAYS)
+    columns = 6 if switched_on else 3  # The value map, weight map and sampler regions with the modules.
+    assert picture.shape[1] == columns * prober.probe.frames.shape[3]
     assert all(np.isfinite(v) for v in got.values()), got
     assert 0 < got["feature_collapse"] <= 1 and got["heldout_recon_copy"] > 0
     if switched_on:
