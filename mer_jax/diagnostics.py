@@ -254,6 +254,12 @@ class Prober:
     def __init__(self, obj: objective.Objective, config: ml_collections.ConfigDict):
         self.probe = make_probe(config)
         self.image_clips = min(config.diagnostics.image_clips, config.diagnostics.probe_clips)
+        k = self.image_clips  # The pictured clips' targets, flow and objects, kept on the host.
+        self._pictured = (
+            self.probe.frames[:k, -1],
+            self.probe.flow[:k, -1],
+            self.probe.object_pixels[:k].astype(np.uint8),
+        )
         self._compute = cpu_compiler.jit(functools.partial(compute, obj))
 
     def __call__(self, state: train_state.TrainState, step: int) -> tuple[dict[str, float], np.ndarray | None]:
@@ -266,13 +272,11 @@ class Prober:
         scalars = {key: float(value) for key, value in scalars.items()}
         if not self.image_clips:
             return scalars, None
-        k = self.image_clips
-        found = jax.device_get(
-            (found.value_map, found.weight_map, None if found.sampled is None else found.sampled.regions)
+        regions = None if found.sampled is None else found.sampled.regions
+        maps = jax.device_get(
+            [None if x is None else x[: self.image_clips] for x in (found.value_map, found.weight_map, regions)]
         )
-        maps = [None if values is None else np.asarray(values[:k]) for values in found]
-        frames, flow = np.asarray(self.probe.frames[:k, -1]), np.asarray(self.probe.flow[:k, -1])
-        masks = np.asarray(self.probe.object_pixels[:k]).astype(np.uint8)
+        frames, flow, masks = self._pictured
         picture = diagnostic_images.panel(frames, masks, flow, *maps)
         return scalars, picture
 

@@ -12,7 +12,7 @@ and optionally `check_preset(preset)` (refuses a protocol the benchmark cannot u
 (fields left None that take the training data's values, during training only).
 
 A benchmark's config section is the same in both places: its own fields plus `PROPAGATION_FIELDS`
-(configs/propagation.py, `benchmark_fields`). `BenchmarkRun` builds it once and scores the floors
+(configs/propagation.py, `propagation_fields`). `BenchmarkRun` builds it once and scores the floors
 once (`floors`), whatever the number of encoders and runs.
 """
 
