@@ -29,7 +29,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.synthetic.kind = "camouflage"
         config.data.image_size = 128
         config.model.reconstruction.radius = 6
-        config.model.value_map.window = 8
         config.evals.synthetic.num_videos = 32
     elif arg == "debug":
         ytvos.shrink_for_tests(config)
@@ -39,13 +38,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def narrow_for_cpu(config: ml_collections.ConfigDict) -> None:
-    """The demo's model and loss sizes for small frames on a CPU: narrow widths, radius 4 and
-    value-map windows of 4 (a 16-24 cell feature grid), a small memory bank, lambda_pn 0.01."""
+    """The demo's model and loss sizes for small frames on a CPU: narrow widths, radius 4, a small
+    memory bank, lambda_pn 0.01 (value-map windows scale with the grid: 2 on the 16x16 grid of
+    64x64 frames, 3 at 96x96, 4 at 128x128)."""
     config.model.encoder.embed_dim = 32
     config.model.encoder.stem_width = 16
     config.model.encoder.stage_widths = (16, 32, 64, 64)
     config.model.reconstruction.radius = 4
-    config.model.value_map.window = 4
     config.memory.bank_frames = 256
     config.memory.bank_pixels = 32
     config.memory.num_negatives = 512

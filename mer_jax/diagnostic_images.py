@@ -2,9 +2,10 @@
 'Diagnostics').
 
 `panel` lays out one row per probe clip, at the target frame's size: the target frame, its
-ground-truth objects over it, the input flow (hue the direction, brightness the speed), the
-value map P (min-max grey), the weight map (grey, 0 black and 1 white) and the sampler's grown
-regions (black outside every region).
+ground-truth objects over it, the objects propagated from the references by the encoder's
+affinities over it (each object in its DAVIS palette colour), the input flow (hue the
+direction, brightness the speed), the value map P (min-max grey), the weight map (grey, 0 black
+and 1 white) and the sampler's grown regions (black outside every region).
 Maps of switched-off modules are left out. Host-side NumPy only: it runs on a few small clips
 at log steps.
 """
@@ -65,6 +66,7 @@ def panel(
     frames: np.ndarray,
     masks: np.ndarray,
     flow: np.ndarray,
+    propagated: np.ndarray,
     value_map: np.ndarray | None,
     weight_map: np.ndarray | None,
     regions: np.ndarray | None,
@@ -75,6 +77,7 @@ def panel(
       frames: [K, H, W, 3] uint8 target frames.
       masks: [K, H, W] target object ids (uint8).
       flow: [K, H, W, 2] the target's input flow (the data's, whether or not the model reads it).
+      propagated: [K, h, w] object ids propagated to the target's feature grid.
       value_map: [K, h, w] P, or None.
       weight_map: [K, H, W] the weights on the target's pixels, or None.
       regions: [K, h, w] the sampler's region labels, or None.
@@ -82,7 +85,8 @@ def panel(
     height, width = frames.shape[1:3]
     rows = []
     for k in range(frames.shape[0]):
-        tiles = [frames[k], overlay(frames[k], masks[k]), flow_to_rgb(flow[k])]
+        guessed = _at(propagated[k].astype(np.uint8)[..., None], height, width)[..., 0]
+        tiles = [frames[k], overlay(frames[k], masks[k]), overlay(frames[k], guessed), flow_to_rgb(flow[k])]
         weights = functools.partial(heat, low=0.0, high=1.0)  # w = max(W, gamma) lies in [0, 1].
         for maps, draw in ((value_map, heat), (weight_map, weights), (regions, regions_to_rgb)):
             if maps is not None:

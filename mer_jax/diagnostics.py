@@ -43,17 +43,22 @@ class Probe(NamedTuple):
     Attributes:
       frames: [P, N, H, W, 3] uint8 RGB.
       flow: [P, N, H, W, 2] float32 flow (dx, dy) in pixels to `data.flow_gap` frames earlier.
-      object_pixels: [P, H, W] bool, the target's object pixels (mask > 0).
+      object_ids: [P, H, W] uint8, the target's object ids (0 background, 1..K objects).
+      object_pixels: [P, H, W] bool, the target's object pixels (object_ids > 0).
       object_cells: [P, h, w] bool, the same nearest-sampled to the stride-4 feature grid as
         evaluation samples labels (`vos.labels_at_stride`: cell (i, j) takes pixel
         (floor(i H / h), floor(j W / w))).
+      ref_labels: [P, N - 1, h, w, 1 + K] float32 one-hot labels of the references' objects,
+        sampled the same way (channel k: object k), for the propagated masks of the pictures.
       rng: [2] uint32 PRNG key of the positive/negative term's negatives.
     """
 
     frames: np.ndarray | jax.Array
     flow: np.ndarray | jax.Array
+    object_ids: np.ndarray | jax.Array
     object_pixels: np.ndarray | jax.Array
     object_cells: np.ndarray | jax.Array
+    ref_labels: np.ndarray | jax.Array
     rng: np.ndarray | jax.Array
 
 
@@ -86,15 +91,18 @@ def make_probe(config: ml_collections.ConfigDict) -> Probe:
         clip_frames, clip_flow = source.read(i, clip, with_flow=True)
         frames.append(clip_frames)
         flows.append(clip_flow)
-        masks.append(source.videos[i].masks[clip[-1]])
-    masks = np.stack(masks)
-    h, w = (-(-s // encoder_lib.OUTPUT_STRIDE) for s in masks.shape[1:])
-    cells = [vos.labels_at_stride(m, [int(k) for k in np.unique(m) if k > 0], h, w)[..., 0] == 0 for m in masks]
+        masks.append(source.videos[i].masks[clip])
+    masks = np.stack(masks)  # [P, N, H, W]
+    h, w = (-(-s // encoder_lib.OUTPUT_STRIDE) for s in masks.shape[2:])
+    object_ids = list(range(1, data.synthetic.num_objects + 1))
+    labels = np.stack([[vos.labels_at_stride(m, object_ids, h, w) for m in clip] for clip in masks])
     return Probe(
         frames=np.stack(frames),
         flow=np.stack(flows).astype(np.float32),
-        object_pixels=masks > 0,
-        object_cells=np.stack(cells),
+        object_ids=masks[:, -1],
+        object_pixels=masks[:, -1] > 0,
+        object_cells=labels[:, -1, ..., 0] == 0,
+        ref_labels=labels[:, :-1],
         rng=np.asarray(jax.random.PRNGKey(probe_seed)),
     )
 
@@ -192,9 +200,9 @@ def compute(
     bank: memory_bank.MemoryBank | None,
     probe: Probe,
     step: jax.Array,
-) -> tuple[dict[str, jax.Array], objective.Intermediates]:
-    """The diagnostics of a model on the probe (keys in docs/method.md, 'Diagnostics'), and the
-    objective's intermediates on it (for `diagnostic_images`).
+) -> tuple[dict[str, jax.Array], objective.Intermediates, jax.Array]:
+    """The diagnostics of a model on the probe (keys in docs/method.md, 'Diagnostics'), the
+    objective's intermediates on it and the propagated masks (for `diagnostic_images`).
 
     The objective's stages run in eval mode (no DropKey, BatchNorm's running statistics) on the
     clean normalised Lab clips: no channel dropout, so every channel is reconstructed. The
@@ -208,7 +216,10 @@ def compute(
       step: the training step (the weight map's gamma).
 
     Returns:
-      ({key: float32 scalar}, the keys of the modules switched on; the stages' `Intermediates`).
+      ({key: float32 scalar}, the keys of the modules switched on; the stages' `Intermediates`;
+      [P, h, w] int32 the target's object ids propagated from the references' `ref_labels`
+      through the encoder features' affinities in the objective's windows, as the reconstruction
+      copies colours: the most probable label of each cell).
     """
     clean = color.uint8_rgb_to_normalized_lab(probe.frames, obj.lab_mean, obj.lab_std)  # [P, N, H, W, 3]
     flow = probe.flow if obj.model.use_flow else None
@@ -240,7 +251,8 @@ def compute(
         video_id = jnp.full(target.shape[0], -1, jnp.int32)
         pos_neg = obj.positive_negative(out, ref_colours, probe.rng, video_id, bank, windows)
         scalars["pn_positive_mass"] = jnp.mean(jnp.exp(pos_neg.log_positive_mass))
-    return {key: jnp.asarray(value, jnp.float32) for key, value in scalars.items()}, found
+    propagated = jnp.argmax(obj.reconstruct(target, refs, probe.ref_labels, windows), axis=-1)
+    return {key: jnp.asarray(value, jnp.float32) for key, value in scalars.items()}, found, propagated
 
 
 class Prober:
@@ -255,11 +267,7 @@ class Prober:
         self.probe = make_probe(config)
         self.image_clips = min(config.diagnostics.image_clips, config.diagnostics.probe_clips)
         k = self.image_clips  # The pictured clips' targets, flow and objects, kept on the host.
-        self._pictured = (
-            self.probe.frames[:k, -1],
-            self.probe.flow[:k, -1],
-            self.probe.object_pixels[:k].astype(np.uint8),
-        )
+        self._pictured = (self.probe.frames[:k, -1], self.probe.flow[:k, -1], self.probe.object_ids[:k])
         self._compute = cpu_compiler.jit(functools.partial(compute, obj))
 
     def __call__(self, state: train_state.TrainState, step: int) -> tuple[dict[str, float], np.ndarray | None]:
@@ -268,13 +276,16 @@ class Prober:
         local = jax.tree.map(lambda x: x.addressable_data(0), (state.params, state.batch_stats, state.memory_bank))
         device = next(iter(jax.tree.leaves(local)[0].devices()))
         self.probe = jax.device_put(self.probe, device)  # Copied once; a no-op afterwards.
-        scalars, found = self._compute(*local, self.probe, jnp.int32(step))
+        scalars, found, propagated = self._compute(*local, self.probe, jnp.int32(step))
         scalars = {key: float(value) for key, value in scalars.items()}
         if not self.image_clips:
             return scalars, None
         regions = None if found.sampled is None else found.sampled.regions
         maps = jax.device_get(
-            [None if x is None else x[: self.image_clips] for x in (found.value_map, found.weight_map, regions)]
+            [
+                None if x is None else x[: self.image_clips]
+                for x in (propagated, found.value_map, found.weight_map, regions)
+            ]
         )
         frames, flow, masks = self._pictured
         picture = diagnostic_images.panel(frames, masks, flow, *maps)

@@ -117,14 +117,21 @@ class LossTerms:
 @dataclasses.dataclass(frozen=True)
 class ValueMap:
     """config.model.value_map: the potential value map computed from encoder features without the VEN
-    (`ven.window_value_map`; the VEN's own is built from the same section)."""
+    (`ven.window_value_map`; the VEN's own is built from the same section).
+
+    Attributes:
+      window: window side, for a grid_reference-sided feature grid (`ven.scaled_window`).
+      beta: weight of the same-place similarity.
+      grid_reference: the grid side `window` is meant for, or 0 for a window in feature pixels.
+    """
 
     window: int
     beta: float
+    grid_reference: int
 
     def __call__(self, target: jax.Array, refs: jax.Array) -> jax.Array:
         """P [B, h, w] of target features [B, h, w, D] against reference features [B, R, h, w, D]."""
-        return ven_lib.window_value_map(target, refs, self.window, self.beta)
+        return ven_lib.window_value_map(target, refs, self.window, self.beta, self.grid_reference)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,6 +125,39 @@ def format_table(summary: Mapping[str, Mapping], floors: Mapping[str, float], ba
     return "\n".join(lines)
 
 
+def per_sequence(runs: Mapping[str, Sequence[Mapping]]) -> dict[str, dict[str, float]]:
+    """Each sequence's J&F per row (the `trained` path) and floor: {sequence: {row or "<floor>
+    floor": mean over seeds and the sequence's objects}}, sequences in the order of the first run.
+
+    Objects are named "<sequence>_<object id>" (`per_object` of the DAVIS and synthetic benchmarks).
+    """
+
+    def by_sequence(per_object_of_seeds: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        values: dict[str, list[float]] = {}
+        for per_object in per_object_of_seeds:
+            for key, value in per_object.items():
+                values.setdefault(key.rsplit("_", 1)[0], []).append(value)
+        return {sequence: float(np.mean(v)) for sequence, v in values.items()}
+
+    columns = {row: by_sequence([run["trained"]["per_object"] for run in results]) for row, results in runs.items()}
+    first = next(iter(runs.values()))[0]
+    for floor, scores in first.get("floors", {}).items():
+        columns[f"{floor} floor"] = by_sequence([scores["per_object"]])
+    sequences = next(iter(columns.values()))
+    return {sequence: {name: column[sequence] for name, column in columns.items()} for sequence in sequences}
+
+
+def format_sequences(sequences: Mapping[str, Mapping[str, float]]) -> str:
+    """The per-sequence table of `per_sequence`: one line per sequence, one column per row and floor."""
+    names = list(next(iter(sequences.values())))
+    width = max(12, *(len(name) + 1 for name in names))
+    lines = ["J&F per sequence (trained path, mean over seeds and objects):"]
+    lines.append(f"{'sequence':20s}" + "".join(f"{name:>{width}s}" for name in names))
+    for sequence, values in sequences.items():
+        lines.append(f"{sequence:20s}" + "".join(f"{values[name]:{width}.4f}" for name in names))
+    return "\n".join(lines)
+
+
 def write_chart(path: str, summary: Mapping[str, Mapping], floors: Mapping[str, float], title: str) -> None:
     """A bar chart of every row's J&F per path with 95% error bars, and the floors as lines (PNG)."""
     import matplotlib

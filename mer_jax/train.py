@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import flax
 import flax.struct
@@ -143,6 +143,7 @@ def train_and_evaluate(
     mesh: Mesh | None = None,
     stop_at_step: int | None = None,
     allow_config_change: bool = False,
+    floors: Mapping[str, Mapping[str, dict]] | None = None,
 ) -> train_state.TrainState:
     """Trains to the end of the schedule (resuming from `workdir` if it has checkpoints).
 
@@ -155,6 +156,8 @@ def train_and_evaluate(
       stop_at_step: return, without saving, once this step is reached, as if the run had been
         killed there (for preemption tests); the schedule still spans the whole run.
       allow_config_change: a resumed run may change `run_config.RESUMABLE_WITH_FLAG` fields.
+      floors: {evaluation name: {"copy": scores, "lab": scores}} already scored for that
+        `config.evals` section (a sweep's, `sweep.sweep_floors`); they are not scored again.
 
     Returns:
       The final train state.
@@ -167,7 +170,7 @@ def train_and_evaluate(
     workdir = os.path.abspath(os.path.expanduser(workdir))
     mesh = mesh if mesh is not None else sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
-    evaluators = training_evals.from_config(config)  # Checks their data before training starts.
+    evaluators = training_evals.from_config(config, floors)  # Checks their data before training starts.
     with workdir_lock.WorkdirLock(workdir, jax.process_index()) as lock:
         return _train(config, workdir, mesh, stop_at_step, allow_config_change, evaluators, lock)
 

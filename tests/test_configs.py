@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import propagation, real, ytvos
+from configs import propagation, real, table4, ytvos
 from configs.table4 import ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +20,7 @@ VARIANTS = {
     "tapvid.py": [None],
     "ytvos_val.py": [None],
     "synthetic.py": [None],
-    "table4.py": [None, "demo", "camouflage", "debug"],
+    "table4.py": [None, "demo", "camouflage", "real", "debug"],
     "real.py": [None, "cpu", "debug"],
 }
 TRAINING = {"ytvos.py", "demo.py", "real.py"}
@@ -44,7 +44,7 @@ DAVIS_EVAL_KEYS = {f"evals.davis.{key}" for key in flat_keys(real.davis_eval())}
 
 
 def training_keys(name, variant):
-    if name == "real.py":
+    if name == "real.py" or (name, variant) == ("table4.py", "real"):
         return REFERENCE_KEYS | DAVIS_EVAL_KEYS
     on_embedded_videos = name == "demo.py" or (name == "table4.py" and variant in ("demo", "camouflage", "debug"))
     return REFERENCE_KEYS | (SYNTHETIC_EVAL_KEYS if on_embedded_videos else set())
@@ -80,7 +80,7 @@ def test_config_loads_with_the_reference_keys(name, variant):
     config = flag_values.config
     if name == "table4.py":
         sweep_keys = {f"sweep.rows.{r}.{s}" for r in ROWS for s in ROWS[r]}
-        sweep_keys |= {"sweep.only", "sweep.seeds", "sweep.baseline"}
+        sweep_keys |= {"sweep.only", "sweep.seeds", "sweep.baseline", "sweep.benchmark"}
         assert flat_keys(config) == training_keys(name, variant) | sweep_keys
     elif name in TRAINING:
         assert flat_keys(config) == training_keys(name, variant)
@@ -105,7 +105,7 @@ def test_paper_hyper_parameters():
     # Full MER by default, with the paper's hyper-parameters (docs/method.md).
     assert all(config.model[s] for s in ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg"))
     assert (config.model.sampler.num_clusters, config.model.sampler.grow_threshold) == (5, 0.45)
-    assert (config.model.value_map.beta, config.model.ven.num_heads, config.model.value_map.window) == (0.6, 4, 8)
+    assert (config.model.ven.num_heads, config.model.value_map.window) == (4, 8)
     assert (config.memory.bank_frames, config.memory.num_negatives, config.memory.bank_pixels) == (3250, 4096, 256)
     assert (config.loss.lambda_pn, config.model.ven.dropkey_rate) == (0.1, 0.1)
     assert (config.model.sampler.radius_min, config.model.sampler.radius_max) == (2, 12)
@@ -117,6 +117,8 @@ def test_paper_hyper_parameters():
     )
     assert config.model.ven.zero_init_out and config.loss.encoder_recon_weight == 1.0
     assert config.model.sampler.center_features and config.model.sampler.grid_reference == 64
+    # Issue 24's (bench/RESULTS.md): the value map's windows scale with the grid and static windows score 0.
+    assert (config.model.value_map.beta, config.model.value_map.grid_reference) == (1.0, 64)
 
 
 def test_real_video_variants_keep_the_contract():
@@ -184,3 +186,14 @@ def test_real_davis_fields_are_set_from_the_command_line():
     flag_values(argv)
     davis = flag_values.config.evals.davis
     assert (davis.davis_root, davis.sequences, flag_values.config.data.data_dir) == ("PATH/DAVIS", "a,b", "TFDS_DIR")
+
+
+def test_the_real_video_table4_scores_the_dev_sequences_at_480p_with_floors_once():
+    config = table4.get_config("real")
+    assert config.sweep.benchmark == "davis" and config.sweep.baseline == "baseline"
+    davis = config.evals.davis
+    assert (davis.year, davis.subset, davis.sequences, davis.preset) == ("2016", "dev", None, "mer")
+    assert davis.at_end and not davis.score_ven and davis.every_steps is None
+    cpu = real.get_config("cpu")  # Trained as the README's configs/real.py:cpu.
+    assert config.model.to_dict() == cpu.model.to_dict() and config.data.to_dict() == cpu.data.to_dict()
+    assert config.num_train_steps == cpu.num_train_steps and config.batch_size == cpu.batch_size

@@ -44,15 +44,20 @@ def test_panel_rows_are_clips_and_grid_maps_cover_their_cells():
     flow = rng.normal(size=(2, 8, 12, 2)).astype(np.float32)
     value_map = rng.uniform(size=(2, 2, 3))
     regions = np.array([[[-1, 0, 1], [1, 1, 0]]] * 2)
-    picture = diagnostic_images.panel(frames, masks, flow, value_map, None, regions)
-    assert picture.shape == (16, 5 * 12, 3)
+    propagated = np.array([[[0, 2, 0], [1, 0, 0]]] * 2)
+    picture = diagnostic_images.panel(frames, masks, flow, propagated, value_map, None, regions)
+    assert picture.shape == (16, 6 * 12, 3)
     np.testing.assert_array_equal(picture[8:, :12], frames[1])
-    np.testing.assert_array_equal(picture[:8, 24:36], diagnostic_images.flow_to_rgb(flow[0]))
-    heat = diagnostic_images.heat(value_map[1])
-    np.testing.assert_array_equal(picture[8 + 4 : 16, 36 + 8 : 48], np.broadcast_to(heat[1, 2], (4, 4, 3)))
+    # The propagated objects over the frame: cell (0, 1) covers pixels [0:4, 4:8], object 2.
     palette = masks_io.davis_palette()
-    np.testing.assert_array_equal(picture[:4, 48:52], np.broadcast_to(palette[0], (4, 4, 3)))  # Outside: black.
-    np.testing.assert_array_equal(picture[4:8, 48:52], np.broadcast_to(palette[2], (4, 4, 3)))  # Region 1.
+    expected = np.round(0.5 * frames[0, :4, 4:8] + 0.5 * palette[2].astype(float)).astype(np.uint8)
+    np.testing.assert_array_equal(picture[:4, 24 + 4 : 24 + 8], expected)
+    np.testing.assert_array_equal(picture[:4, 24 : 24 + 4], frames[0, :4, :4])  # Background: the frame.
+    np.testing.assert_array_equal(picture[:8, 36:48], diagnostic_images.flow_to_rgb(flow[0]))
+    heat = diagnostic_images.heat(value_map[1])
+    np.testing.assert_array_equal(picture[8 + 4 : 16, 48 + 8 : 60], np.broadcast_to(heat[1, 2], (4, 4, 3)))
+    np.testing.assert_array_equal(picture[:4, 60:64], np.broadcast_to(palette[0], (4, 4, 3)))  # Outside: black.
+    np.testing.assert_array_equal(picture[4:8, 60:64], np.broadcast_to(palette[2], (4, 4, 3)))  # Region 1.
 
 
 def test_images_reach_tensorboard(tmp_path):
@@ -82,8 +87,8 @@ def test_the_weight_map_is_drawn_on_its_absolute_scale():
     weights = np.full((1, 4, 4), 1.0)
     weights[0, 0, 0] = 0.5  # Min-max scaling would draw this pixel black and the rest white.
     picture = diagnostic_images.panel(
-        frames, np.zeros((1, 4, 4), np.uint8), np.zeros((1, 4, 4, 2)), None, weights, None
+        frames, np.zeros((1, 4, 4), np.uint8), np.zeros((1, 4, 4, 2)), np.zeros((1, 1, 1), int), None, weights, None
     )
-    assert picture.shape == (4, 4 * 4, 3)
-    np.testing.assert_array_equal(picture[0, 12], 128)
-    np.testing.assert_array_equal(picture[1:, 12:], 255)
+    assert picture.shape == (4, 5 * 4, 3)
+    np.testing.assert_array_equal(picture[0, 16], 128)
+    np.testing.assert_array_equal(picture[1:, 16:], 255)

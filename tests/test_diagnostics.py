@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from configs import demo
-from mer_jax import color, diagnostics, objective, sampler, sharding, train_state
+from mer_jax import color, diagnostic_images, diagnostics, objective, sampler, sharding, train_state
 from mer_jax.data import synthetic_video
 
 SWITCHES = ("use_flow", "use_ven", "use_sampler", "use_weight_map", "use_pos_neg")
@@ -109,9 +109,13 @@ def test_probe_is_held_out_clips_drawn_like_training():
         index = [int(np.flatnonzero((video.frames == frame).all(axis=(1, 2, 3)))[0]) for frame in probe.frames[i]]
         assert set(np.diff(index)) <= set(config.data.frame_gaps)
         np.testing.assert_array_equal(probe.flow[i], video.flow[index])
+        np.testing.assert_array_equal(probe.object_ids[i], video.masks[index[-1]])
         np.testing.assert_array_equal(probe.object_pixels[i], video.masks[index[-1]] > 0)
         # Nearest sampling at stride 4: cell (i, j) takes pixel (4 i, 4 j).
         np.testing.assert_array_equal(probe.object_cells[i], video.masks[index[-1]][::4, ::4] > 0)
+        ids = np.argmax(probe.ref_labels[i], axis=-1)  # One-hot: channel k is object k.
+        np.testing.assert_array_equal(ids, video.masks[index[:-1]][:, ::4, ::4])
+        assert probe.ref_labels[i].sum(axis=-1).min() == 1.0
     assert 0 < probe.object_cells.mean() < 1
     config.diagnostics.probe_seed = config.seed
     with pytest.raises(ValueError, match="must differ from config.seed"):
@@ -180,9 +184,9 @@ def test_heldout_errors_and_positive_mass_match_numpy(initial_state):
     )
     got, picture = prober(state.replace(memory_bank=bank), 0)
     assert set(got) == ALWAYS | {"pn_positive_mass"}
-    # Target, objects and flow only: no value map, weight map or sampler here.
+    # Target, objects, propagated objects and flow only: no value map, weight map or sampler here.
     k, height, width = prober.image_clips, *probe.frames.shape[2:4]
-    assert picture.shape == (k * height, 3 * width, 3) and picture.dtype == np.uint8
+    assert picture.shape == (k * height, 4 * width, 3) and picture.dtype == np.uint8
     np.testing.assert_array_equal(picture[height : 2 * height, :width], probe.frames[1, -1])
 
     def unit(x):
@@ -194,6 +198,8 @@ def test_heldout_errors_and_positive_mass_match_numpy(initial_state):
     colours = clean[:, :-1].reshape(p, n - 1, h, 4, w, 4, 3).mean(axis=(3, 5))
     radius, scale = config.model.reconstruction.radius, config.loss.loss_scale
     recon, positive_mass = np.zeros((p, h, w, 3)), np.zeros((p, h, w))
+    labels = np.asarray(probe.ref_labels, np.float64)
+    propagated = np.zeros((p, h, w, labels.shape[-1]))
     for b, y, x in np.ndindex(p, h, w):
         rows, cols = slice(max(y - radius, 0), y + radius + 1), slice(max(x - radius, 0), x + radius + 1)
         keys = features[b, :-1, rows, cols].reshape(-1, features.shape[-1])  # Both references' windows.
@@ -202,6 +208,7 @@ def test_heldout_errors_and_positive_mass_match_numpy(initial_state):
         logits = keys @ query / config.model.reconstruction.temperature
         weights = np.exp(logits - logits.max())
         recon[b, y, x] = weights @ values / weights.sum()
+        propagated[b, y, x] = weights @ labels[b, :, rows, cols].reshape(-1, labels.shape[-1]) / weights.sum()
         positive = np.exp(unit(keys) @ unit(query) / config.loss.pn_temperature).sum()
         # num_negatives draws of the one filled entry.
         negatives = config.memory.num_negatives * np.exp(unit(negative) @ unit(query) / config.loss.pn_temperature)
@@ -214,6 +221,14 @@ def test_heldout_errors_and_positive_mass_match_numpy(initial_state):
     np.testing.assert_allclose(got["heldout_recon_encoder"], error(recon), rtol=2e-4)
     np.testing.assert_allclose(got["heldout_recon_copy"], error(colours[:, 0]), rtol=2e-4)
     np.testing.assert_allclose(got["pn_positive_mass"], positive_mass.mean(), rtol=2e-4)
+    # The propagated objects: the most probable label of each cell, drawn over the target.
+    top = np.sort(propagated, axis=-1)
+    assert (top[..., -1] - top[..., -2] > 1e-3).all()  # No near-ties: the argmax is well defined.
+    assert 0 < (propagated.argmax(-1) > 0).mean() < 1  # Objects and background both propagated.
+    for clip in range(k):
+        ids = propagated[clip].argmax(-1).astype(np.uint8).repeat(4, axis=0).repeat(4, axis=1)
+        expected = diagnostic_images.overlay(probe.frames[clip, -1], ids)
+        np.testing.assert_array_equal(picture[clip * height : (clip + 1) * height, 2 * width : 3 * width], expected)
     assert got["heldout_recon_encoder"] != pytest.approx(got["heldout_recon_copy"], rel=1e-3)
 
 
@@ -223,7 +238,7 @@ def test_debug_model_has_exactly_its_modules_keys(switched_on, initial_state):
     prober, state, _, _ = diagnose(config, initial_state)
     got, picture = prober(state, 0)
     assert set(got) == (ALL_KEYS if switched_on else ALWAYS)
-    columns = 6 if switched_on else 3  # The value map, weight map and sampler regions with the modules.
+    columns = 7 if switched_on else 4  # The value map, weight map and sampler regions with the modules.
     assert picture.shape[1] == columns * prober.probe.frames.shape[3]
     assert all(np.isfinite(v) for v in got.values()), got
     assert 0 < got["feature_collapse"] <= 1 and got["heldout_recon_copy"] > 0

@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from configs import table4
+from configs import real, table4
 from mer_jax import sweep, train
-from mer_jax.evaluation import training_evals
+from mer_jax.evaluation import benchmark_run, training_evals
+from tests import fake_data
 
 
 @pytest.mark.slow
@@ -34,6 +35,52 @@ def test_sweep_trains_rows_times_seeds_and_reports(tmp_path):
     assert report["rows"]["all"]["trained"]["vs_baseline"]["pairs"] == 2 * saved["objects"]
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "floor" in (tmp_path / "sweep.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_davis_sweep_scores_the_floors_once_and_reports_after_each_round_of_seeds(tmp_path, monkeypatch):
+    fake_data.davis_tree(str(tmp_path / "DAVIS"), num_sequences=2, num_frames=5)
+    config = table4.get_config("debug")
+    config.sweep.only, config.sweep.seeds, config.sweep.benchmark = "baseline,all", 2, "davis"
+    del config.evals["synthetic"]
+    config.evals.davis = real.davis_eval()
+    config.evals.davis.update(davis_root=str(tmp_path / "DAVIS"), at_end=True, score_ven=False, feature_batch=2)
+    config.evals.davis.presets.mer.radius = 2  # The 12x16 feature grid of the 48x64 frames.
+    reported, write_report = [], sweep.write_report
+
+    def counted_report(runs, baseline, workdir):
+        reported.append({row: len(results) for row, results in runs.items()})
+        return write_report(runs, baseline, workdir)
+
+    monkeypatch.setattr(sweep, "write_report", counted_report)
+    report = sweep.run(config, str(tmp_path / "sweep"))
+    assert reported == [{"baseline": 1, "all": 1}, {"baseline": 2, "all": 2}]  # Seed by seed.
+    # The floors: scored once into the sweep's folder, taken as they are by every run.
+    floors = json.loads((tmp_path / "sweep" / sweep.FLOORS).read_text())["floors"]
+    assert (tmp_path / "sweep" / "floors" / "lab" / "results.json").exists()
+    for row in ("baseline", "all"):
+        for k in range(2):
+            run_dir = tmp_path / "sweep" / row / f"seed_{k}"
+            assert json.loads((run_dir / "eval_davis" / "summary.json").read_text())["floors"] == floors
+            assert not (run_dir / "eval_davis" / "floors").exists()
+    assert (report["kind"], report["videos"], report["objects"]) == ("DAVIS-2017 val", 2, floors["copy"]["objects"])
+    assert report["rows"]["all"]["trained"]["vs_baseline"]["pairs"] == 2 * report["objects"]
+    assert "trained_ven" not in report["rows"]["all"]  # score_ven=False.
+    # The per-sequence table: each sequence's objects, averaged over the seeds.
+    summaries = [json.loads((tmp_path / "sweep" / "all" / f"seed_{k}" / "eval_davis" / "summary.json").read_text())
+                 for k in range(2)]  # fmt: skip
+    for sequence in ("seq0", "seq1"):
+        values = [v for s in summaries for key, v in s["trained"]["per_object"].items() if key.startswith(sequence)]
+        assert report["per_sequence"][sequence]["all"] == pytest.approx(sum(values) / len(values), abs=1e-12)
+    assert "J&F per sequence" in (tmp_path / "sweep" / "sweep.txt").read_text()
+
+    # Started again: every run is finished and the floors are read, not scored.
+    def scored(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(train, "train_and_evaluate", scored)
+    monkeypatch.setattr(benchmark_run.BenchmarkRun, "run", scored)
+    assert json.loads(json.dumps(sweep.run(config, str(tmp_path / "sweep")))) == json.loads(json.dumps(report))
 
 
 def test_unknown_rows_and_switches_are_errors(tmp_path):

@@ -75,3 +75,23 @@ def test_summarise_reports_means_intervals_differences_and_diagnostics(tmp_path)
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="baseline row"):
         sweep_report.summarise(runs, "nothing")
+
+
+def test_per_sequence_averages_each_sequences_objects_over_seeds():
+    # Objects "<sequence>_<id>"; a sequence name may itself hold underscores.
+    def run(values):
+        copy = {"a_b_1": 0.2, "a_b_2": 0.4, "c_1": 0.9}
+        return {"trained": {"per_object": values}, "floors": {"copy": {"per_object": copy}}}
+
+    runs = {
+        "baseline": [run({"a_b_1": 0.5, "a_b_2": 0.7, "c_1": 0.1}), run({"a_b_1": 0.3, "a_b_2": 0.5, "c_1": 0.3})],
+        "all": [run({"a_b_1": 1.0, "a_b_2": 0.0, "c_1": 0.6}), run({"a_b_1": 0.0, "a_b_2": 0.0, "c_1": 0.8})],
+    }
+    sequences = sweep_report.per_sequence(runs)
+    assert list(sequences) == ["a_b", "c"]
+    assert sequences["a_b"] == pytest.approx({"baseline": 0.5, "all": 0.25, "copy floor": 0.3})
+    assert sequences["c"] == pytest.approx({"baseline": 0.2, "all": 0.7, "copy floor": 0.9})
+    table = sweep_report.format_sequences(sequences).splitlines()
+    assert table[1].split() == ["sequence", "baseline", "all", "copy", "floor"]
+    assert table[2].split() == ["a_b", "0.5000", "0.2500", "0.3000"]
+    assert table[3].split() == ["c", "0.2000", "0.7000", "0.9000"]

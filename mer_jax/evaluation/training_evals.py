@@ -6,7 +6,8 @@ Each section holds `every_steps`, `at_end`, `score_ven` and the benchmark's sect
 multiple of `every_steps` and at the last step, `TrainingEvaluation.run` scores the trained encoder
 (`trained`), its VEN-refined queries when the model has a VEN and `score_ven` is set
 (`trained_ven`), and the copy and lab floors, which do not change with training and are scored at
-the first run only (`benchmark_run.BenchmarkRun.floors`). Files go to `WORKDIR/eval_<name>/<path>`
+the first run only (`benchmark_run.BenchmarkRun.floors`), or not at all when given (a sweep
+scores them once for all its runs). Files go to `WORKDIR/eval_<name>/<path>`
 and `WORKDIR/eval_<name>/floors/<floor>`; the summary {"preset", the benchmark's description,
 <path>: scores, "floors": {...}} to `WORKDIR/eval_<name>/summary.json` (the synthetic benchmark's
 to `WORKDIR/eval_results.json`, the file the sweep reads); TensorBoard gets `<name>/<path>/<key>`
@@ -53,12 +54,20 @@ class TrainingEvaluation:
       section: the section's fields.
       data: the training config's `data` section (the floors' Lab normalisation; the synthetic
         benchmark's videos where its image_size, flow_gap or kind are None).
+      floors: {"copy": scores, "lab": scores} already scored for this very section and data (a
+        sweep scores them once, `sweep.sweep_floors`): taken as they are, not scored again.
 
     Raises:
       ValueError: an unknown name; `FieldError` for a bad field, naming `--config.evals.<name>.<field>`.
     """
 
-    def __init__(self, name: str, section: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
+    def __init__(
+        self,
+        name: str,
+        section: ml_collections.ConfigDict,
+        data: ml_collections.ConfigDict,
+        floors: Mapping[str, dict] | None = None,
+    ):
         if name not in benchmark_run.BENCHMARKS:
             raise ValueError(f"config.evals.{name}: unknown benchmark; use one of {sorted(benchmark_run.BENCHMARKS)}")
         fields = {key: value for key, value in section.items() if key not in TRAINING_FIELDS}
@@ -68,6 +77,7 @@ class TrainingEvaluation:
         self.name, self.every_steps, self.at_end = name, section.every_steps, section.at_end
         self.score_ven, self.feature_batch = section.score_ven, section.feature_batch
         self.section = json.loads(section.to_json())  # What `record` keeps, to tell a changed section.
+        self.known_floors = dict(floors or {})
 
     def due(self, step: int, total_steps: int) -> bool:
         """Whether to evaluate after `step`: at every multiple of every_steps, and at the end with at_end."""
@@ -97,7 +107,7 @@ class TrainingEvaluation:
         results = {
             path: self.benchmark.run(encoder, "trained", os.path.join(output, path)) for path, encoder in paths.items()
         }
-        results["floors"] = self.benchmark.floors(output)
+        results["floors"] = self.benchmark.floors(output, self.known_floors)
         self.benchmark.print_comparison({path: results[path] for path in paths})
         if jax.process_index() == 0:
             summary = {"preset": self.benchmark.fields["preset"], **self.benchmark.description(), **results}
@@ -117,6 +127,12 @@ def _read_record(workdir: str) -> dict:
         return json.load(f)
 
 
-def from_config(config: ml_collections.ConfigDict) -> dict[str, TrainingEvaluation]:
-    """{name: TrainingEvaluation} of config.evals, in the config's order."""
-    return {name: TrainingEvaluation(name, section, config.data) for name, section in config.evals.items()}
+def from_config(
+    config: ml_collections.ConfigDict, floors: Mapping[str, Mapping[str, dict]] | None = None
+) -> dict[str, TrainingEvaluation]:
+    """{name: TrainingEvaluation} of config.evals, in the config's order; `floors` {name: floors}
+    gives sections their floors already scored (`TrainingEvaluation`)."""
+    floors = floors or {}
+    return {
+        name: TrainingEvaluation(name, section, config.data, floors.get(name)) for name, section in config.evals.items()
+    }

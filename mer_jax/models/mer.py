@@ -29,7 +29,7 @@ class MER(nn.Module):
       flow: config.model.flow (encoding, alpha_init).
       use_ven: refine the target features (`ven.ValueExtractionNetwork`, arguments `ven`).
       ven: config.model.ven (num_heads, kv_pool, query_chunk, attention, radius, dropkey_rate, zero_init_out).
-      value_map: config.model.value_map (window, beta) of the VEN's value map.
+      value_map: config.model.value_map (window, beta, grid_reference) of the VEN's value map.
       lab_mean, lab_std: the frames' Lab normalisation (config.data), for the colour flow encoding.
       dtype: computation dtype of the encoder and VEN (float32, or bfloat16 on GPU/TPU). Flow
         fusion, the returned features and everything computed from them (affinities, softmaxes,

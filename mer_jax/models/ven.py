@@ -17,6 +17,10 @@ import numpy as np
 from mer_jax import feature_maps
 
 _VALUE_EPS = 1e-6
+# The value map's raw scores are cosine differences. A frame whose best window scores below this
+# counts as still: the float32 rounding of S - Z on a still frame (about 1e-7) is not normalised
+# up towards 1.
+_VALUE_FLOOR = 1e-3
 
 
 def sincos_position_encoding(height: int, width: int, dim: int) -> jax.Array:
@@ -65,21 +69,42 @@ def _window_descriptors(features: jax.Array, window: int) -> jax.Array:
     return descriptors.reshape(*descriptors.shape[:-3], -1, descriptors.shape[-1])
 
 
-def window_value_map(target: jax.Array, refs: jax.Array, window: int, beta: float) -> jax.Array:
+def scaled_window(window: int, grid_reference: int, height: int, width: int) -> int:
+    """The value map's window side on an h x w feature grid, in feature pixels.
+
+    With `grid_reference` 0 the window is taken as given. Otherwise it is meant for a
+    grid_reference x grid_reference grid (the paper's 8 for the 64x64 grid of 256x256 frames: 8
+    windows per side) and scales with the grid's shorter side: max(1, round(window * min(h, w) /
+    grid_reference)), rounding half to even (as the sampler's radii, `sampler.radius_limits`).
+    """
+    if grid_reference < 0:
+        raise ValueError(f"grid_reference must be a grid side, or 0 for a window in feature pixels: {grid_reference}")
+    if grid_reference == 0:
+        return window
+    return max(1, round(window * min(height, width) / grid_reference))
+
+
+def window_value_map(
+    target: jax.Array, refs: jax.Array, window: int, beta: float, grid_reference: int = 0
+) -> jax.Array:
     """Potential value map P: high where the target moved.
 
-    Windows tile the grid from the top-left; when h or w is not a multiple of `window`, the last
-    row/column of windows is partial and its descriptor is the mean of its valid pixels. For target
-    window i, S_i = mean_r max_j cos(t_i, r_j) over all windows j of ref r, Z_i = mean_r
-    cos(t_i, r_i), and P_i = relu(S_i - beta Z_i) / (max_i relu(S_i - beta Z_i) + 1e-6) per frame.
-    P is differentiable with respect to the features. A perfectly static window has S = Z, so it
-    scores (1 - beta) before the per-frame normalisation.
+    The window side is `scaled_window(window, grid_reference, h, w)`. Windows tile the grid from
+    the top-left; when h or w is not a multiple of the window, the last row/column of windows is
+    partial and its descriptor is the mean of its valid pixels. For target window i, S_i = mean_r
+    max_j cos(t_i, r_j) over all windows j of ref r, Z_i = mean_r cos(t_i, r_i), and
+    P_i = relu(S_i - beta Z_i) / max(max_i relu(S_i - beta Z_i), 1e-3) per frame (a frame that
+    scores below 1e-3 everywhere is still). P is
+    differentiable with respect to the features. A perfectly static window has S = Z, so it scores
+    (1 - beta) Z before the per-frame normalisation: 0 with beta = 1, where P measures how much
+    better the window is matched elsewhere than where it stood (S >= Z always).
 
     Args:
       target: [B, h, w, C] target features.
       refs: [B, R, h, w, C] reference features.
-      window: window side in feature pixels.
+      window: window side in feature pixels (for a grid_reference-sided grid if that is not 0).
       beta: weight of the same-place similarity Z.
+      grid_reference: the grid side `window` is meant for, or 0 for a window in feature pixels.
 
     Returns:
       [B, h, w] P in [0, 1], constant on each window (nearest upsampling).
@@ -89,13 +114,14 @@ def window_value_map(target: jax.Array, refs: jax.Array, window: int, beta: floa
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     batch, h, w, _ = target.shape
+    window = scaled_window(window, grid_reference, h, w)
     t = _window_descriptors(target, window)  # [B, n, C]
     r = _window_descriptors(refs, window)  # [B, R, n, C]
     cos = jnp.einsum("bic,brjc->brij", t, r)
     seen_anywhere = cos.max(axis=-1).mean(axis=1)  # [B, n]
     seen_in_place = jnp.einsum("bic,bric->bri", t, r).mean(axis=1)
     raw = nn.relu(seen_anywhere - beta * seen_in_place)
-    value = raw / (raw.max(axis=-1, keepdims=True) + _VALUE_EPS)
+    value = raw / jnp.maximum(raw.max(axis=-1, keepdims=True), _VALUE_FLOOR)
     grid = value.reshape(batch, -(-h // window), -(-w // window))
     return jnp.repeat(jnp.repeat(grid, window, axis=1), window, axis=2)[:, :h, :w]
 
@@ -278,8 +304,7 @@ class ValueExtractionNetwork(nn.Module):
         is within this Chebyshev distance of (y // kv_pool, x // kv_pool) in every ref; the
         logits are still computed densely per chunk and masked. None is global attention.
       dropkey_rate: DropKey probability in training (uses the 'dropkey' rng stream).
-      window: window side of the value map.
-      beta: weight of the same-place similarity in the value map.
+      window, beta, grid_reference: the value map's (`window_value_map`).
       zero_init_out: initialise the output projection W_o to zero, so the VEN starts as the
         identity (f~_t = f_t) and its addition grows only as far as training finds it useful.
       dtype: computation dtype of the projections and attention products (e.g. bfloat16); the
@@ -294,6 +319,7 @@ class ValueExtractionNetwork(nn.Module):
     dropkey_rate: float = 0.1
     window: int = 8
     beta: float = 0.6
+    grid_reference: int = 0
     zero_init_out: bool = True
     dtype: Any = jnp.float32
 
@@ -318,7 +344,7 @@ class ValueExtractionNetwork(nn.Module):
             raise ValueError(
                 f"need kv_pool, query_chunk >= 1, radius >= 0; got {self.kv_pool}, {self.query_chunk}, {self.radius}"
             )
-        value_map = window_value_map(target, refs, self.window, self.beta)
+        value_map = window_value_map(target, refs, self.window, self.beta, self.grid_reference)
         pos = sincos_position_encoding(h, w, c).astype(target.dtype)
         hidden = nn.relu(nn.Dense(c, dtype=self.dtype, name="value_mlp_hidden")(value_map[..., None]))
         embedding = nn.Dense(c, dtype=self.dtype, name="value_mlp_out")(hidden) + pos

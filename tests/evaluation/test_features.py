@@ -9,6 +9,7 @@ from configs import ytvos
 from mer_jax import export, train_state
 from mer_jax.data import synthetic_video
 from mer_jax.evaluation import features, propagation, vos
+from mer_jax.models import ven as ven_lib
 from tests.models.test_ven import _np_ven
 
 
@@ -39,9 +40,11 @@ def test_use_ven_refines_each_query_against_its_training_references():
     ven = model.config.model.ven
     references = export.ven_references(7, model.config.data.num_refs, min(model.config.data.frame_gaps))
     keys = np.asarray(refined.keys)
+    value_map = model.config.model.value_map
+    window = ven_lib.scaled_window(value_map.window, value_map.grid_reference, *keys.shape[1:3])
     want, _ = _np_ven(
         model.variables["params"]["ven"], keys, keys[references], heads=ven.num_heads, pool=ven.kv_pool,
-        radius=ven.radius, window=model.config.model.value_map.window, beta=model.config.model.value_map.beta,
+        radius=ven.radius, window=window, beta=value_map.beta,
     )  # fmt: skip
     np.testing.assert_allclose(np.asarray(refined.queries), want, atol=1e-4)
     assert np.abs(want - keys).max() > 0.1  # The refinement changes the features.

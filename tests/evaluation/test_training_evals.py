@@ -138,13 +138,23 @@ def test_davis_evaluation_scores_trained_and_lab_into_the_workdir(tmp_path):
     for path, folder in (("trained", "trained"), ("floors/lab", "floors/lab"), ("floors/copy", "floors/copy")):
         report = json.loads((tmp_path / "work" / "eval_davis" / folder / "results.json").read_text())
         assert scalars[f"{path}/J&F-Mean"] == pytest.approx(report["J&F-Mean"], abs=1e-12)
-    summary = json.loads((tmp_path / "work" / "eval_davis" / "summary.json").read_text())
-    assert list(summary) == ["preset", "trained", "floors"] and summary["preset"] == "crw"
+        # Each object's J&F, the form a sweep pairs objects by, from the toolkit's per-object J and F.
+        summary = json.loads((tmp_path / "work" / "eval_davis" / "summary.json").read_text())
+        scores = summary["trained"] if path == "trained" else summary["floors"][path.split("/")[1]]
+        expected = {name: (o["J-Mean"] + o["F-Mean"]) / 2 for name, o in report["per_object"].items()}
+        assert scores["per_object"] == pytest.approx(expected, abs=1e-12) and scores["objects"] == len(expected)
+    assert list(summary) == ["preset", "kind", "videos", "trained", "floors"] and summary["preset"] == "crw"
+    assert (summary["kind"], summary["videos"]) == ("DAVIS-2017 val", 1)
     assert scalars["trained/J&F-Mean"] == scalars["floors/lab/J&F-Mean"]
-    assert len(scalars) == 3 * 7
+    assert len(scalars) == 3 * 8  # The seven toolkit numbers and the number of objects.
     (tmp_path / "work" / "eval_davis" / "floors" / "lab" / "results.json").unlink()
     assert evaluation.run(model, str(tmp_path / "work")) == scalars  # The floors are computed once.
     assert not (tmp_path / "work" / "eval_davis" / "floors" / "lab" / "results.json").exists()
+    # Floors given (a sweep's, scored once for all its runs) are taken as they are.
+    given = {"copy": {**summary["floors"]["copy"], "J&F-Mean": 0.25}, "lab": summary["floors"]["lab"]}
+    evaluation = training_evals.TrainingEvaluation("davis", fields, model.config.data, floors=given)
+    assert evaluation.run(model, str(tmp_path / "given"))["floors/copy/J&F-Mean"] == 0.25
+    assert not (tmp_path / "given" / "eval_davis" / "floors").exists()
 
 
 def test_davis_evaluation_without_a_root_stops_training_before_it_starts(tmp_path):

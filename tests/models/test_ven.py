@@ -79,7 +79,7 @@ def _np_value_map(target, refs, window, beta):
             seen_anywhere += cos.max(axis=1) / len(refs[b])
             seen_in_place += np.diag(cos) / len(refs[b])
         raw = np.maximum(seen_anywhere - beta * seen_in_place, 0.0)
-        value = raw / (raw.max() + 1e-6)
+        value = raw / max(raw.max(), 1e-3)
         for (sy, sx), v in zip(slices, value):
             out[b, sy, sx] = v
     return out
@@ -94,6 +94,22 @@ def test_value_map_matches_numpy_reference(height, width, window):
     got = np.asarray(ven.window_value_map(jnp.asarray(target), jnp.asarray(refs), window, 0.6))
     assert got.shape == (2, height, width)
     np.testing.assert_allclose(got, _np_value_map(target, refs, window, 0.6), atol=1e-5)
+
+
+def test_the_window_scales_with_the_feature_grid():
+    # The paper's 8 on its 64x64 grid: 8 windows per side. Half-to-even rounding: 8 * 12 / 64 = 1.5 -> 2.
+    assert [ven.scaled_window(8, 64, side, 80) for side in (64, 32, 24, 16, 12, 4)] == [8, 4, 3, 2, 2, 1]
+    assert ven.scaled_window(8, 64, 40, 24) == 3  # The shorter side.
+    assert ven.scaled_window(5, 0, 64, 64) == 5  # 0: as given.
+    with pytest.raises(ValueError, match="grid_reference must be a grid side"):
+        ven.scaled_window(8, -1, 64, 64)
+    rng = np.random.default_rng(4)
+    target = jnp.asarray(rng.normal(size=(1, 24, 28, 6)).astype(np.float32))
+    refs = jnp.asarray(rng.normal(size=(1, 2, 24, 28, 6)).astype(np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(ven.window_value_map(target, refs, 8, 1.0, grid_reference=64)),
+        np.asarray(ven.window_value_map(target, refs, 3, 1.0)),
+    )
 
 
 def _moving_object_scene(channels=64, seed=3):

@@ -49,12 +49,18 @@ class Evaluator:
                 raise FieldError("sequences", f"{{flag}}: {unknown} are not in ImageSets/{year}/{subset}.txt")
             self.sequences = wanted
 
-    def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict[str, float]:
-        """Writes the results, the CSVs and results.json into output_dir; returns the global scores.
+    def description(self) -> dict:
+        """What a summary says about the sequences: {"kind": "DAVIS-<year> <subset>", "videos"}."""
+        return {"kind": f"DAVIS-{self.year} {self.subset}", "videos": len(self.sequences)}
+
+    def run(self, encoder: vos.FrameEncoder, preset: protocol.Preset, output_dir: str) -> dict:
+        """Writes the results, the CSVs and results.json into output_dir; returns the scores.
 
         The sequences are split over the run's devices and processes (`video_shards`): each
         process writes and scores its own sequences' masks; process 0 writes the CSVs and
-        results.json and prints the table. Every process returns the global scores.
+        results.json and prints the table. Every process returns the global scores (GLOBAL_KEYS),
+        "objects" and "per_object" {"<sequence>_<object id>": (J-Mean + F-Mean) / 2}, the form
+        `sweep_report` pairs objects by.
         """
         output = pathlib.Path(output_dir)
 
@@ -80,4 +86,5 @@ class Evaluator:
             write_csvs(scores, output, self.subset)
             (output / "results.json").write_text(json.dumps(scores.as_dict(), indent=2))
             print(format_table(scores, self.subset))
-        return scores.global_scores
+        per_object_jf = {name: (values["J-Mean"] + values["F-Mean"]) / 2 for name, values in scores.per_object.items()}
+        return {**scores.global_scores, "objects": len(per_object_jf), "per_object": per_object_jf}
