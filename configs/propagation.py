@@ -28,6 +28,7 @@ def _mer() -> dict:
         compactness_min_prob=0.1,
         foreground_scale=1.15,
         tile=8,
+        stride=4,  # The encoder output stride the radii and sigmas are meant for (protocol.Preset).
     )
 
 
@@ -53,6 +54,9 @@ def presets() -> ml_collections.ConfigDict:
             # grid, 128x128 a 32x32 one), where the radius stays at most a quarter of the grid side.
             "mer_small": dict(_mer(), radius=4),
             "crw_small": dict(_crw(), radius=4),
+            # CRW's own test protocol on its stride-8 features (radius 12 cells = 96 pixels), for
+            # converted stride-8 encoders (`mer_jax.convert`: crw, vfs_*, stt_*_d8).
+            "crw_os8": dict(_crw(), stride=8),
         }
     )
 

@@ -9,6 +9,8 @@ encoder (`config.encoder`: the trained model at `config.checkpoint`, or raw Lab 
 `config.output`. With `config.floors` the same benchmark then scores the two floors (`floors.py`:
 copy, lab) into `<output>/floors/<floor>`; `<output>/summary.json` holds {"results": the model's
 numbers, "floors": {"copy": ..., "lab": ...}} and a table prints them side by side.
+`<output>/report.html` shows the same numbers per video with overlay thumbnails
+(`evaluation/report_html.py`; YouTube-VOS, scored by its server, has none).
 
 Each benchmark splits its videos over every device of the run (`evaluation/video_shards.py`):
 the local devices, and the processes of a multi-process job started with the training flags
@@ -24,7 +26,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mer_jax import distributed
-from mer_jax.evaluation import benchmark_run, features, reports
+from mer_jax.evaluation import benchmark_run, features, report_html, reports
 
 # The fields of this command's own (configs/propagation.py, `benchmark_config`); the others are the
 # benchmark's section (`benchmark_run.BenchmarkRun`).
@@ -60,15 +62,22 @@ def evaluate(config: ml_collections.ConfigDict) -> dict:
         use_ven=config.eval.use_ven,
     )
     output = output_dir(config)
+    label = config.encoder + ("+ven" if config.eval.use_ven else "")
     summary = {"results": run.run(encoder, config.encoder, output), "floors": {}}
     if config.floors:
         # The lab encoder is its own floor.
         known = {config.encoder: summary["results"]} if config.encoder == "lab" else {}
         summary["floors"] = run.floors(output, known)
-        run.print_comparison({config.encoder + ("+ven" if config.eval.use_ven else ""): summary["results"]})
+        run.print_comparison({label: summary["results"]})
     if jax.process_index() != 0:  # Process 0 writes and prints the merged results.
         return summary
     reports.write_json(os.path.join(output, "summary.json"), summary)
+    page = run.report_page(label, summary["results"], output)
+    if page is None:
+        print(f"No report.html: the {config.benchmark} benchmark has no ground truth to score videos against.")
+    else:
+        report_html.write(os.path.join(output, "report.html"), page)
+        print(f"Report: {os.path.join(output, 'report.html')}")
     return summary
 
 

@@ -4,9 +4,11 @@ Writes the model's variables (parameters and BatchNorm statistics, no optimizer 
 latest checkpoint in DIR as an Orbax tree to `DIR2/variables`, and the training config to
 `DIR2/config.json`. `load_exported(DIR2)` reads them back, `embed` computes features and, for
 models trained with a VEN, `ven_refine` refines a frame's features against reference frames'
-and `ven_references` names those frames as training drew them.
+and `ven_references` names those frames as training drew them. Exports of published PyTorch
+encoders (`mer_jax.convert`) load the same way; their `CONVERTED` record says how to feed them.
 """
 
+import json
 import os
 from typing import NamedTuple
 
@@ -16,18 +18,40 @@ import numpy as np
 from absl import app, flags
 
 from mer_jax import checkpointing, color, train_state
-from mer_jax.models import mer
+from mer_jax.models import encoder as encoder_lib
+from mer_jax.models import mer, torch_resnet
 from mer_jax.models import ven as ven_lib
 
 VARIABLES_DIR = "variables"
+# In an export of a converted PyTorch encoder (`mer_jax.convert`): {"arch", "architecture"
+# ('torch_resnet' or 'mer'), "resnet" (TorchResNet fields), "input" {"colour", "mean", "std"},
+# "output_stride", "source", "loaded", "skipped"}.
+CONVERTED = "converted.json"
 
 
 class ExportedModel(NamedTuple):
-    """A trained model ready for inference."""
+    """A trained model ready for inference: our `mer.MER`, or a converted `TorchResNet` (with
+    `converted`, the export's CONVERTED record)."""
 
-    model: mer.MER
+    model: mer.MER | torch_resnet.TorchResNet
     variables: dict  # {'params': ..., 'batch_stats': ...}
     config: ml_collections.ConfigDict
+    converted: dict | None = None
+
+    @property
+    def uses_flow(self) -> bool:
+        """Whether `embed` needs each frame's flow."""
+        return isinstance(self.model, mer.MER) and self.model.use_flow
+
+    @property
+    def has_ven(self) -> bool:
+        """Whether the model can refine queries (`ven_refine`)."""
+        return isinstance(self.model, mer.MER) and self.model.use_ven
+
+    @property
+    def output_stride(self) -> int:
+        """Frame pixels per feature cell."""
+        return encoder_lib.OUTPUT_STRIDE if self.converted is None else self.converted["output_stride"]
 
 
 def restore_variables(workdir: str) -> tuple[dict, ml_collections.ConfigDict, int]:
@@ -71,10 +95,19 @@ def export(workdir: str, output: str) -> int:
 
 
 def load_exported(path: str) -> ExportedModel:
-    """Reads an export written by `export` (or `python -m mer_jax.export`)."""
+    """Reads an export written by `export` (or `python -m mer_jax.export`, or `mer_jax.convert`)."""
     config = checkpointing.load_config(path)
     variables = checkpointing.load_tree(os.path.join(os.path.abspath(path), VARIABLES_DIR))
-    return ExportedModel(train_state.build_model(config), variables, config)
+    converted_path = os.path.join(path, CONVERTED)
+    if not os.path.isfile(converted_path):
+        return ExportedModel(train_state.build_model(config), variables, config)
+    with open(converted_path) as f:
+        converted = json.load(f)
+    if converted["architecture"] == "torch_resnet":
+        model = torch_resnet.TorchResNet(**converted["resnet"])
+    else:
+        model = train_state.build_model(config)
+    return ExportedModel(model, variables, config, converted)
 
 
 def load_for_inference(path: str) -> ExportedModel:
@@ -92,11 +125,16 @@ def load_for_inference(path: str) -> ExportedModel:
 
 
 def embed(exported: ExportedModel, frames: jax.Array, flow: jax.Array | None = None) -> jax.Array:
-    """Features of uint8 RGB frames [B, H, W, 3] -> [B, ceil(H/4), ceil(W/4), embed_dim].
+    """Features of uint8 RGB frames [B, H, W, 3] -> [B, ceil(H/s), ceil(W/s), C] at the model's
+    output stride s (4 for ours).
 
     Models trained with `use_flow` need each frame's flow [B, H, W, 2] (pixels, to the frame
-    `flow_gap` earlier, e.g. from `mer_jax.data.flow.dis_flow`).
+    `flow_gap` earlier, e.g. from `mer_jax.data.flow.dis_flow`). A converted TorchResNet gets the
+    frames in the colour space and normalisation its project trained with.
     """
+    if isinstance(exported.model, torch_resnet.TorchResNet):
+        inputs = torch_resnet.normalize_input(frames, **exported.converted["input"])
+        return exported.model.apply(exported.variables, inputs)
     config = exported.config
     lab = color.uint8_rgb_to_normalized_lab(frames, tuple(config.data.lab_mean), tuple(config.data.lab_std))
     flow = None if flow is None else flow[:, None]
@@ -111,7 +149,7 @@ def ven_refine(exported: ExportedModel, target: jax.Array, refs: jax.Array) -> j
       ValueError: the model was trained without a VEN (model.use_ven False).
     """
     model = exported.model
-    if not model.use_ven:
+    if not exported.has_ven:
         raise ValueError("this model has no VEN (trained with model.use_ven=False): evaluate with eval.use_ven=False")
     ven = ven_lib.ValueExtractionNetwork(**model.ven, **model.value_map, dtype=model.dtype)
     return ven.apply({"params": exported.variables["params"]["ven"]}, target, refs, train=False).features

@@ -1,7 +1,7 @@
 """Tracking objects through a user's video from a first-frame mask: `python -m mer_jax.track`.
 
     python -m mer_jax.track --video=clip.mp4 --mask=first.png --output=DIR \\
-        [--checkpoint=WORKDIR_OR_EXPORT] [--preset=mer|crw] [--max_height=480] [--overwrite]
+        [--checkpoint=WORKDIR_OR_EXPORT] [--preset=mer|crw|crw_os8] [--max_height=480] [--overwrite]
 
 Reads the video and mask (`evaluation/user_video.py`), propagates the mask with the DAVIS
 evaluation's encoder and preset settings through the same loop (`vos.segment_videos`), and writes
@@ -29,7 +29,7 @@ from mer_jax import checkpointing, export
 from mer_jax.evaluation import background, features, protocol, vos
 from mer_jax.evaluation.benchmarks.user_video import data as user_video
 
-PRESETS = ("mer", "crw")
+PRESETS = ("mer", "crw", "crw_os8")  # crw_os8: converted stride-8 encoders (`mer_jax.convert`).
 SUMMARY = "summary.json"
 # What a track run writes into its output folder: the only entries `--overwrite` replaces.
 RUN_ENTRIES = frozenset({"masks", "overlay.mp4", SUMMARY})
@@ -163,6 +163,10 @@ def track(
         lab_std=defaults.lab_std,
     )
     propagation_preset = protocol.make_preset(presets[preset], encoder_name, defaults.lab_temperature)
+    try:
+        protocol.check_stride(preset, propagation_preset, encoder.stride, presets)
+    except ValueError as error:
+        raise user_video.UserInputError(f"--preset {preset}: {error}") from None
     frame_size = clip.output_size or clip.frames.shape[1:3]
     summary = {
         "command": "track",

@@ -1,6 +1,7 @@
 """Evaluators end to end on tiny benchmark trees: outputs in the official formats, scores
 consistent with the standalone scorer, clear errors on bad input."""
 
+import html
 import json
 import os
 import subprocess
@@ -102,8 +103,8 @@ def test_trained_encoder_from_workdir_and_overlays(davis_root, trained_workdir, 
     summary = evaluate.evaluate(config)
     assert np.isfinite(summary["results"]["J&F-Mean"])
     assert sorted(os.listdir(tmp_path / "out")) == [
-        "floors", "global_results-val.csv", "overlays", "per-sequence_results-val.csv", "results.json", "seq1",
-        "summary.json",
+        "floors", "global_results-val.csv", "overlays", "per-sequence_results-val.csv", "report.html",
+        "results.json", "seq1", "summary.json",
     ]  # fmt: skip
     assert sorted(os.listdir(tmp_path / "out" / "floors")) == ["copy", "lab"]
     assert set(json.loads((tmp_path / "out" / "summary.json").read_text())["floors"]) == {"copy", "lab"}
@@ -167,6 +168,8 @@ def test_synthetic_benchmark_runs_from_the_command_config(tmp_path):
     assert written == json.loads(json.dumps(summary["results"]))
     copy = json.loads((tmp_path / "out" / "floors" / "copy" / "synthetic_results.json").read_text())
     assert copy["objects"] == written["objects"] > 0 and copy["J-Mean"] < 1.0
+    page = (tmp_path / "out" / "report.html").read_text()  # The table without thumbnails: no mask is written.
+    assert all(f"<th>{name}</th>" in page for name in written["per_object"]) and "<img " not in page
     config.image_size = None
     with pytest.raises(ValueError, match=r"set --config.image_size \(the held-out videos' image_size\)"):
         evaluate.evaluate(config)
@@ -205,6 +208,7 @@ def test_ytvos_objects_start_at_their_first_annotation_and_zip_is_official(tmp_p
     np.testing.assert_array_equal(masks[3] == 2, clip.masks[3] == 2)  # The annotation itself.
     assert all(set(np.unique(m)) <= {0, 1, 2} for m in masks)
     assert masks[0].shape == (48, 64)
+    assert not (tmp_path / "out" / "report.html").exists()  # No ground truth: nothing to report.
 
 
 def test_ytvos_max_height_resizes_the_frames_not_the_results(tmp_path):
@@ -267,10 +271,17 @@ def test_jhmdb_propagates_joints_and_reports_pck(tmp_path):
     scores = summary["results"]
     assert summary["floors"]["copy"]["PCK@0.2"] == 1.0  # Static joints held still are exact.
     report = json.loads((tmp_path / "out" / "jhmdb_results.json").read_text())
-    assert set(report) == {"PCK@0.1", "PCK@0.2", "per_joint"}
+    assert set(report) == {"PCK@0.1", "PCK@0.2", "per_joint", "per_video"}
     assert len(report["per_joint"]["PCK@0.1"]) == 15
     assert scores["PCK@0.2"] >= scores["PCK@0.1"]
     assert scores["PCK@0.2"] == 1.0  # Joints decode within ~1 px of where they were put.
+    # One test video: its PCK is the benchmark's; its predicted joints are kept for the report.
+    [(video, pck)] = report["per_video"].items()
+    assert pck == {"PCK@0.1": report["PCK@0.1"], "PCK@0.2": report["PCK@0.2"]}
+    joints = np.load(tmp_path / "out" / "jhmdb_predictions.npz")[video]
+    assert joints.shape == (6, 15, 2)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("<img ") == 4 and html.escape(video) in page and "copy floor" in page
 
 
 @pytest.mark.slow

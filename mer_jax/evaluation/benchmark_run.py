@@ -8,8 +8,10 @@ raises `FieldError` for a bad field, with
     into output_dir; every process returns the (merged) scores;
   - `HEADLINE_KEYS`: the numbers its comparison table shows;
 and optionally `check_preset(preset)` (refuses a protocol the benchmark cannot use),
-`description()` (what a summary says about its data) and `from_training_data(fields, data)`
-(fields left None that take the training data's values, during training only).
+`description()` (what a summary says about its data), `from_training_data(fields, data)`
+(fields left None that take the training data's values, during training only) and
+`report_page(columns, output_dir)` (the page of `report_html.py` showing columns {name: scores},
+the model's then the floors', with thumbnails read from the model's output_dir).
 
 A benchmark's config section is the same in both places: its own fields plus `PROPAGATION_FIELDS`
 (configs/propagation.py, `propagation_fields`). `BenchmarkRun` builds it once and scores the floors
@@ -21,7 +23,7 @@ from typing import Any, Mapping
 
 import jax
 
-from mer_jax.evaluation import floors, protocol, reports, vos
+from mer_jax.evaluation import floors, protocol, report_html, reports, vos
 from mer_jax.evaluation.benchmarks.davis import evaluator as davis
 from mer_jax.evaluation.benchmarks.jhmdb import evaluator as jhmdb
 from mer_jax.evaluation.benchmarks.synthetic import evaluator as synthetic
@@ -90,8 +92,15 @@ class BenchmarkRun:
         return protocol.make_preset(fields["presets"][fields["preset"]], encoder, fields["lab_temperature"])
 
     def run(self, encoder: vos.FrameEncoder | vos.CopyFirstFrame, kind: str, output_dir: str) -> dict:
-        """The benchmark's scores of one encoder of kind 'trained' or 'lab', its files in output_dir."""
-        return self.benchmark.run(encoder, self.preset(kind, self.fields), output_dir)
+        """The benchmark's scores of one encoder of kind 'trained' or 'lab', its files in output_dir.
+
+        Raises:
+          ValueError: the encoder's output stride is not the preset's (`protocol.check_stride`).
+        """
+        preset = self.preset(kind, self.fields)
+        if not isinstance(encoder, vos.CopyFirstFrame):
+            protocol.check_stride(self.fields["preset"], preset, encoder.stride, self.fields["presets"])
+        return self.benchmark.run(encoder, preset, output_dir)
 
     def floors(self, output: str, known: Mapping[str, dict] | None = None) -> dict[str, dict]:
         """{"copy": scores, "lab": scores}, scored into `<output>/floors/<floor>` at the first call
@@ -100,7 +109,9 @@ class BenchmarkRun:
             known = known or {}
             self._floors = {
                 name: known[name] if name in known else self.run(encoder, "lab", os.path.join(output, "floors", name))
-                for name, encoder in floors.floor_encoders(self.lab_mean, self.lab_std).items()
+                for name, encoder in floors.floor_encoders(
+                    self.lab_mean, self.lab_std, self.preset("lab", self.fields).stride
+                ).items()
             }
         return self._floors
 
@@ -116,3 +127,12 @@ class BenchmarkRun:
     def description(self) -> dict:
         """What a summary says about the benchmark's data (`description()`, where it has one)."""
         return self.benchmark.description() if hasattr(self.benchmark, "description") else {}
+
+    def report_page(self, label: str, results: dict, output: str) -> report_html.Page | None:
+        """The benchmark's report page of the scores `results` of the encoder called `label` (its
+        files in output) beside the floors scored so far; None for a benchmark without one."""
+        if not hasattr(self.benchmark, "report_page"):
+            return None
+        columns = {label: results, **{f"{name} floor": scores for name, scores in (self._floors or {}).items()}}
+        page = self.benchmark.report_page(columns, output)
+        return page._replace(title=f"{page.title}: {label}, {self.fields['preset']} preset")

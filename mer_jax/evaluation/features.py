@@ -1,7 +1,8 @@
 """Per-frame features for label propagation: the trained encoder or the raw-Lab baseline.
 
 Both are `vos.FrameEncoder`s (docs/method.md, 'Label propagation'): uint8 RGB frames
-[T, H, W, 3] -> features [T, ceil(H/4), ceil(W/4), C] at the encoder's output stride.
+[T, H, W, 3] -> features [T, ceil(H/s), ceil(W/s), C] at the encoder's output stride s (its
+`stride`: 4 for ours, 4 or 8 for converted PyTorch encoders).
 """
 
 import threading
@@ -32,9 +33,10 @@ class TrainedEncoder:
     """
 
     def __init__(self, model: export.ExportedModel, batch: int, use_ven: bool = False):
-        if use_ven and not model.model.use_ven:
+        if use_ven and not model.has_ven:
             raise ValueError("eval.use_ven=True needs a model trained with a VEN (model.use_ven=True)")
         self.model, self.batch, self.use_ven = model, batch, use_ven
+        self.stride = model.output_stride
         self._placed: dict[jax.Device, dict] = {}  # The variables on each device used so far.
         self._lock = threading.Lock()
         self._embed = cpu_compiler.jit(
@@ -59,7 +61,7 @@ class TrainedEncoder:
             return self._placed[device]
 
     def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array | vos.RefinedFeatures:
-        if not self.model.model.use_flow:
+        if not self.model.uses_flow:
             flow = None
         elif flow is None:
             flow = flow_lib.dis_flow(frames, self.model.config.data.flow_gap)
@@ -98,15 +100,21 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 
 
 class LabEncoder:
-    """Normalised Lab pixels area-averaged to the encoder's stride (3 channels): the raw-colour
-    baseline, `batch` frames at a time."""
+    """Normalised Lab pixels area-averaged to `stride` (3 channels): the raw-colour baseline,
+    `batch` frames at a time."""
 
-    def __init__(self, lab_mean: Sequence[float], lab_std: Sequence[float], batch: int = 16):
+    def __init__(
+        self,
+        lab_mean: Sequence[float],
+        lab_std: Sequence[float],
+        batch: int = 16,
+        stride: int = encoder_lib.OUTPUT_STRIDE,
+    ):
         lab_mean, lab_std = tuple(lab_mean), tuple(lab_std)
-        self.batch = batch
+        self.batch, self.stride = batch, stride
         self._embed = jax.jit(
             lambda frames: feature_maps.average_pool(
-                color.uint8_rgb_to_normalized_lab(frames, lab_mean, lab_std), encoder_lib.OUTPUT_STRIDE
+                color.uint8_rgb_to_normalized_lab(frames, lab_mean, lab_std), stride
             )
         )
 

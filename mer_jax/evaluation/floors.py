@@ -14,7 +14,8 @@ FLOORS = ("copy", "lab")
 
 
 def floor_encoders(
-    lab_mean: Sequence[float], lab_std: Sequence[float]
+    lab_mean: Sequence[float], lab_std: Sequence[float], stride: int
 ) -> dict[str, vos.FrameEncoder | vos.CopyFirstFrame]:
-    """{"copy": the held first-frame annotation, "lab": raw Lab pixels normalised by lab_mean, lab_std}."""
-    return {"copy": vos.CopyFirstFrame(), "lab": features.LabEncoder(lab_mean, lab_std)}
+    """{"copy": the held first-frame annotation, "lab": raw Lab pixels normalised by lab_mean, lab_std,
+    averaged to `stride` (the preset's, so that the floor is propagated as the model is)}."""
+    return {"copy": vos.CopyFirstFrame(), "lab": features.LabEncoder(lab_mean, lab_std, stride=stride)}

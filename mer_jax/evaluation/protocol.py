@@ -36,7 +36,7 @@ class Preset:
       long_term: absolute frame indices used as references once they precede t ('mer').
       short_term: how many short-term references ('mer').
       short_term_search: they are picked among t-1 .. t-short_term_search ('mer').
-      short_term_blur: Gaussian sigma (stride-4 pixels) of the images compared by MSE ('mer').
+      short_term_blur: Gaussian sigma (feature-cell pixels) of the images compared by MSE ('mer').
       crw_context: previous frames used as references besides the first ('crw').
       compactness: apply the compactness prior.
       compactness_topk, compactness_sigma, compactness_min_prob: the prior multiplies each
@@ -46,6 +46,8 @@ class Preset:
       foreground_scale: factor on the foreground channels of the output (not of the labels
         propagated further).
       tile: query tile side (memory/work trade-off only).
+      stride: the encoder output stride (frame pixels per feature cell) that the radii, sigmas
+        and blur are meant for; an encoder of another stride is refused (`check_stride`).
     """
 
     context: str = "crw"
@@ -66,6 +68,7 @@ class Preset:
     compactness_min_prob: float = 0.1
     foreground_scale: float = 1.0
     tile: int = 8
+    stride: int = encoder_lib.OUTPUT_STRIDE
 
     def __post_init__(self):
         if self.context not in CONTEXTS:
@@ -109,6 +112,23 @@ def make_preset(fields: Mapping[str, Any], encoder: str, lab_temperature: float)
     return Preset(**values)
 
 
+def check_stride(preset_name: str, preset: Preset, stride: int, presets: Mapping[str, Any]) -> None:
+    """Refuses an encoder whose output stride is not the one the preset's numbers are meant for.
+
+    Raises:
+      ValueError: naming the presets of `presets` ({name: fields}) meant for `stride`.
+    """
+    if preset.stride == stride:
+        return
+    fitting = sorted(name for name, fields in presets.items() if fields["stride"] == stride)
+    raise ValueError(
+        f"preset {preset_name!r} is meant for encoders of output stride {preset.stride} (its radius of {preset.radius}"
+        f" cells spans {preset.radius * preset.stride} pixels); this encoder's stride is {stride}. Use a preset for "
+        f"stride {stride} ({', '.join(fitting) or 'none defined'}: configs/propagation.py), or set "
+        f"--config.presets.<name>.stride={stride} with radii chosen for it"
+    )
+
+
 def reference_plan(frames: np.ndarray, preset: Preset) -> tuple[np.ndarray, np.ndarray]:
     """Reference frames of every frame.
 
@@ -125,7 +145,7 @@ def reference_plan(frames: np.ndarray, preset: Preset) -> tuple[np.ndarray, np.n
     num_frames = frames.shape[0]
     indices = np.zeros((num_frames, preset.max_refs), np.int32)
     valid = np.zeros((num_frames, preset.max_refs), bool)
-    blurred = _blurred_small(frames, preset.short_term_blur) if preset.context == "mer" else None
+    blurred = _blurred_small(frames, preset.short_term_blur, preset.stride) if preset.context == "mer" else None
     for t in range(1, num_frames):
         if preset.context == "crw":
             refs = sorted({0, *range(max(0, t - preset.crw_context), t)})
@@ -142,10 +162,9 @@ def reference_plan(frames: np.ndarray, preset: Preset) -> tuple[np.ndarray, np.n
     return indices, valid
 
 
-def _blurred_small(frames: np.ndarray, sigma: float) -> np.ndarray:
-    """Frames area-averaged to the feature stride and Gaussian-blurred: [T, H/4, W/4, 3] float32."""
+def _blurred_small(frames: np.ndarray, sigma: float, stride: int) -> np.ndarray:
+    """Frames area-averaged to the feature stride and Gaussian-blurred: [T, H/stride, W/stride, 3] float32."""
     h, w = frames.shape[1:3]
-    stride = encoder_lib.OUTPUT_STRIDE
     size = (max(w // stride, 1), max(h // stride, 1))
     small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
     return np.stack([cv2.GaussianBlur(f.astype(np.float32), (0, 0), sigma) for f in small])

@@ -31,7 +31,10 @@ class RefinedFeatures(NamedTuple):
 
 class FrameEncoder(Protocol):
     """Maps uint8 RGB frames [T, H, W, 3] (and optionally their flow [T, H, W, 2]) to features
-    [T, ceil(H/4), ceil(W/4), C] (a jax.Array), or to `RefinedFeatures`; see `features.py`."""
+    [T, ceil(H/s), ceil(W/s), C] (a jax.Array), or to `RefinedFeatures`, at its output stride
+    s = `stride`; see `features.py`."""
+
+    stride: int
 
     def __call__(self, frames: np.ndarray, flow: np.ndarray | None = None) -> jax.Array | RefinedFeatures: ...
 
@@ -87,19 +90,23 @@ def labels_at_stride(mask_ids: np.ndarray, object_ids: Sequence[int], height: in
 
 
 def labels_to_mask(
-    soft: jax.Array, height: int, width: int, foreground_scale: float, output_size: tuple[int, int] | None = None
+    soft: jax.Array,
+    height: int,
+    width: int,
+    foreground_scale: float,
+    output_size: tuple[int, int] | None = None,
+    stride: int = encoder_lib.OUTPUT_STRIDE,
 ) -> jax.Array:
     """Output mask (channel index, int32) from soft labels [h, w, L].
 
     The foreground channels are scaled by `foreground_scale`, the map is upsampled bilinearly
-    (half-pixel centres) to the feature grid's full extent [4h, 4w] (the encoder's stride) and
+    (half-pixel centres) to the feature grid's full extent [stride h, stride w] (the encoder's) and
     cropped to the processed frame size [height, width]; if `output_size` differs (frames
     processed resized), it is resized bilinearly to it; then the argmax is taken. Returns
     [height, width] or [*output_size].
     """
     scale = jnp.concatenate([jnp.ones((1,)), jnp.full((soft.shape[-1] - 1,), foreground_scale)])
     h, w, channels = soft.shape
-    stride = encoder_lib.OUTPUT_STRIDE
     up = jax.image.resize(soft * scale, (stride * h, stride * w, channels), "bilinear")[:height, :width]
     if output_size is not None and tuple(output_size) != (height, width):
         up = jax.image.resize(up, (*output_size, channels), "bilinear")
@@ -116,9 +123,10 @@ class MaskReadout:
     width: int
     foreground_scale: float
     output_size: tuple[int, int] | None = None
+    stride: int = encoder_lib.OUTPUT_STRIDE
 
     def __call__(self, soft: jax.Array) -> jax.Array:
-        mask = labels_to_mask(soft, self.height, self.width, self.foreground_scale, self.output_size)
+        mask = labels_to_mask(soft, self.height, self.width, self.foreground_scale, self.output_size, self.stride)
         return mask.astype(jnp.uint8)
 
 
@@ -148,7 +156,7 @@ def segment_video(
         where = np.ones((h, w), bool) if not seeds else labels[..., 1:].any(-1)
         seeds[t] = (labels, where)
     output_size = None if video.output_size is None else tuple(video.output_size)
-    readout = MaskReadout(height, width, propagator.preset.foreground_scale, output_size)
+    readout = MaskReadout(height, width, propagator.preset.foreground_scale, output_size, propagator.preset.stride)
     for t, channels in propagator(feats, video.frames, seeds, progress, queries=queries, readout=readout):
         mask = ids[channels]
         if t in annotations:
@@ -209,12 +217,12 @@ def write_masks(folder: str | os.PathLike, video: Video, masks: np.ndarray) -> N
 
 def write_overlay(path: str, video: Video, masks: np.ndarray, fps: float = 10.0) -> None:
     """Writes an MP4 (`fps` frames/s) of the masks [T, H', W'] drawn over the frames (resized to
-    the masks' size)."""
+    the masks' size), each object in its DAVIS palette colour whatever the video's palette
+    (`overlays.draw_mask`)."""
     height, width = masks.shape[1:]
-    palette = video.palette if video.palette is not None else masks_io.davis_palette()
     writer = overlays.OverlayWriter(path, height, width, fps)
     for frame, mask in zip(video.frames, masks):
         if frame.shape[:2] != (height, width):
             frame = cv2.resize(frame, (width, height))
-        writer.add_mask(frame, mask, palette)
+        writer.add_mask(frame, mask)
     writer.close()

@@ -152,7 +152,8 @@ class Encoder(nn.Module):
                 shape = (x.shape[1], x.shape[2], self.stem_width)
                 table = self.param("pos_embedding", nn.initializers.normal(0.02), shape)
             if table.shape[:2] != x.shape[1:3]:
-                table = jax.image.resize(table, (*x.shape[1:3], self.stem_width), "bilinear")
+                # As PyTorch's F.interpolate(mode="bilinear"): half-pixel centres, no antialiasing.
+                table = jax.image.resize(table, (*x.shape[1:3], self.stem_width), "bilinear", antialias=False)
             x = x + table.astype(x.dtype)
         # `train` (argument 2, counting self) is a Python bool: static under remat. Explicit names
         # keep the parameter tree the same with and without remat.

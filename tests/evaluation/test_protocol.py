@@ -68,7 +68,7 @@ def test_bad_preset_values_are_rejected():
 def test_presets_list_every_field_and_differ_only_where_named():
     presets = propagation_config.presets()
     fields = {f.name for f in dataclasses.fields(protocol.Preset)}
-    assert sorted(presets) == ["crw", "crw_small", "crw_windowed", "mer", "mer_small"]
+    assert sorted(presets) == ["crw", "crw_os8", "crw_small", "crw_windowed", "mer", "mer_small"]
     built = {}
     for name, preset in presets.items():
         assert set(preset) == fields, name
@@ -78,6 +78,8 @@ def test_presets_list_every_field_and_differ_only_where_named():
     assert (crw.first_frame_window, crw.topk, crw.radius, crw.window) == (False, 10, 12, "disk")
     assert (mer.first_frame_window, mer.radius, mer.compactness) == (True, 14, True)
     assert built["crw_windowed"] == dataclasses.replace(crw, first_frame_window=True)
+    assert built["crw_os8"] == dataclasses.replace(crw, stride=8)
+    assert {preset.stride for name, preset in built.items() if name != "crw_os8"} == {4}
     # 16x16 feature grids (64x64 procedural videos): radius at most a quarter of the side.
     assert built["mer_small"] == dataclasses.replace(mer, radius=4)
     assert built["crw_small"] == dataclasses.replace(crw, radius=4)

@@ -45,6 +45,16 @@ def _frame_files(frame_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     return files
 
 
+def frame_files(davis_root: str | pathlib.Path, sequence: str) -> dict[str, pathlib.Path]:
+    """{frame name: JPEG path} of a sequence's frames (`JPEGImages/480p/<sequence>`), sorted by name.
+
+    Raises:
+        FileNotFoundError: the folder is missing or holds no JPEG.
+        ValueError: two JPEGs share a name.
+    """
+    return _frame_files(pathlib.Path(davis_root) / "JPEGImages" / "480p" / sequence)
+
+
 def _annotation_files(annotation_dir: pathlib.Path) -> dict[str, pathlib.Path]:
     """{frame name: PNG path} of a sequence's annotation folder, sorted by name ({} if it is missing)."""
     return {path.stem: path for path in sorted(annotation_dir.glob("*.png"))}

@@ -5,13 +5,16 @@ semantics (`scoring.py`; docs/method.md, 'Benchmarks')."""
 import functools
 import json
 import pathlib
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import jax
+import numpy as np
 import tqdm
 
-from mer_jax.evaluation import background, protocol, video_shards, vos
+from mer_jax.data import frames_io
+from mer_jax.evaluation import background, protocol, report_html, thumbnails, video_shards, vos
 from mer_jax.evaluation.benchmarks.davis import data as davis_data
+from mer_jax.evaluation.benchmarks.davis import metrics as davis_metrics
 from mer_jax.evaluation.benchmarks.davis.scoring import format_table, score_sequence, summarize, write_csvs
 from mer_jax.evaluation.field_errors import FieldError
 
@@ -88,3 +91,49 @@ class Evaluator:
             print(format_table(scores, self.subset))
         per_object_jf = {name: (values["J-Mean"] + values["F-Mean"]) / 2 for name, values in scores.per_object.items()}
         return {**scores.global_scores, "objects": len(per_object_jf), "per_object": per_object_jf}
+
+    def report_page(self, columns: Mapping[str, dict], output_dir: str) -> report_html.Page:
+        """The HTML report's page (`report_html.py`) of `columns` {name: `run`'s scores}, the model
+        first, then the floors: one row per object (J&F), one strip per sequence read back from the
+        model's masks in output_dir."""
+        return report_html.Page(
+            title=self.description()["kind"],
+            columns=columns,
+            headline_keys=self.HEADLINE_KEYS,
+            row_label="object",
+            metrics=("J&F",),
+            rows=report_html.rows_of(columns, "per_object", "J&F"),
+            strips=tuple(self._strip(pathlib.Path(output_dir), sequence) for sequence in self.sequences),
+        )
+
+    def _strip(self, output: pathlib.Path, sequence: str) -> report_html.Strip:
+        """A sequence's thumbnails: its written masks over the frames, the worst frame by J."""
+        try:
+            truth, _, names = davis_data.read_ground_truth(self.root, sequence, self.year)
+            masks = davis_data.read_results(output, sequence, names, truth.shape[1:], binary=self.year == "2016")
+            files = davis_data.frame_files(self.root, sequence)
+        except FileNotFoundError as error:  # Written by another process, to a folder this one does not see.
+            return report_html.Strip(sequence, note=f"no thumbnails: {error}")
+        pictures = [
+            thumbnails.mask_thumbnail(frames_io.read_frame(str(files[names[t]])), masks[t], caption)
+            for t, caption in thumbnails.pick_frames(frame_jaccard(truth, masks), "J")
+        ]
+        return report_html.Strip(sequence, tuple(pictures))
+
+
+def frame_jaccard(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Each frame's J, the mean over the objects 1..N (N the largest id of truth[0]) of
+    `davis_metrics.jaccard`, for the frames the benchmark scores (all but the first and last).
+
+    Args:
+      truth: [T, H, W] ground-truth ids.
+      predicted: [T, H, W] predicted ids.
+
+    Returns:
+      [T] float64, NaN at the first and last frames (and everywhere when truth[0] has no object).
+    """
+    per_frame = np.full(len(truth), np.nan)
+    objects = range(1, int(truth[0].max()) + 1)
+    if len(truth) > 2 and objects:
+        per_frame[1:-1] = np.mean([davis_metrics.jaccard(truth[1:-1] == k, predicted[1:-1] == k) for k in objects], 0)
+    return per_frame

@@ -8,15 +8,15 @@ videos' exact flow (docs/method.md, 'Benchmarks').
 
 import math
 import os
+from typing import Mapping
 
 import jax
 import numpy as np
 
 from mer_jax.data import synthetic_video
-from mer_jax.evaluation import protocol, reports, vos
+from mer_jax.evaluation import protocol, report_html, reports, vos
 from mer_jax.evaluation.benchmarks.davis import metrics as davis_metrics
 from mer_jax.evaluation.field_errors import FieldError
-from mer_jax.models import encoder as encoder_lib
 
 
 def to_video(index: int, video: synthetic_video.SyntheticVideo) -> vos.Video | None:
@@ -102,7 +102,7 @@ class Evaluator:
 
     def check_preset(self, preset: protocol.Preset) -> None:
         """Refuses a window wider than a quarter of the feature grid's side: a global search."""
-        grid = math.ceil(self.image_size / encoder_lib.OUTPUT_STRIDE)
+        grid = math.ceil(self.image_size / preset.stride)
         if 4 * preset.radius > grid:
             raise FieldError(
                 "preset",
@@ -131,3 +131,17 @@ class Evaluator:
         if jax.process_index() == 0:
             reports.write_json(os.path.join(output_dir, "synthetic_results.json"), scores)
         return scores
+
+    def report_page(self, columns: Mapping[str, dict], output_dir: str) -> report_html.Page:
+        """The HTML report's page (`report_html.py`) of `columns` {name: `run`'s scores}, the model
+        first, then the floors: one row per object (J&F) and no thumbnails (no mask is written)."""
+        del output_dir  # Nothing is read back: the videos are generated in memory.
+        return report_html.Page(
+            title=f"{len(self.videos())} held-out procedural videos ({self.kind}, {self.image_size}x{self.image_size})",
+            columns=columns,
+            headline_keys=self.HEADLINE_KEYS,
+            row_label="object",
+            metrics=("J&F",),
+            rows=report_html.rows_of(columns, "per_object", "J&F"),
+            notes=("No thumbnails: the held-out videos are generated in memory and their masks are not written.",),
+        )

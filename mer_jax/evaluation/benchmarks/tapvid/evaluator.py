@@ -11,19 +11,31 @@ at its query position, visible.
 """
 
 import os
-from typing import Iterator, NamedTuple
+from typing import Iterator, Mapping, NamedTuple
 
 import jax
 import numpy as np
 import tqdm
 
-from mer_jax.evaluation import background, heatmaps, overlays, propagation, protocol, reports, video_shards, vos
+from mer_jax.evaluation import (
+    background,
+    heatmaps,
+    overlays,
+    propagation,
+    protocol,
+    report_html,
+    reports,
+    thumbnails,
+    video_shards,
+    vos,
+)
 from mer_jax.evaluation.benchmarks.tapvid import data as tapvid_data
 from mer_jax.evaluation.benchmarks.tapvid import metrics as tapvid_metrics
 from mer_jax.evaluation.field_errors import FieldError
 from mer_jax.models import encoder as encoder_lib
 
 STRIDE = encoder_lib.OUTPUT_STRIDE
+PREDICTIONS = "tapvid_predictions.npz"  # "<video>/tracks" [N, T, 2], "<video>/occluded" [N, T], in output_dir.
 
 
 class Prediction(NamedTuple):
@@ -77,18 +89,19 @@ def track_points(
     tracks, confidence = prediction.tracks.copy(), prediction.confidence.copy()
     height, width = video.frames.shape[1:3]
     keys = np.asarray(features)
+    stride = propagator.preset.stride  # the encoder's (`protocol.check_stride`)
     for start in np.unique(video.query_frames):
         group = np.flatnonzero(video.query_frames == start)
         pixels = video.tracks[group, start] - 0.5  # raster -> pixel-centre coordinates
-        first = heatmaps.points_to_heatmaps(pixels, np.ones(len(group), bool), height, width, STRIDE, sigma)
-        query_features = heatmaps.sample_features(keys[start], pixels, STRIDE)  # [n, C]
+        first = heatmaps.points_to_heatmaps(pixels, np.ones(len(group), bool), height, width, stride, sigma)
+        query_features = heatmaps.sample_features(keys[start], pixels, stride)  # [n, C]
         seeds = {int(start): (first, np.ones(first.shape[:2], bool))}
         for t, soft in propagator(features, video.frames, seeds, queries=queries):
             if t == start:
                 continue
-            found = heatmaps.heatmaps_to_points(np.asarray(soft), height, width, STRIDE, topk)
+            found = heatmaps.heatmaps_to_points(np.asarray(soft), height, width, stride, topk)
             tracks[group, t] = found + 0.5
-            confidence[group, t] = _cosine(query_features, heatmaps.sample_features(keys[t], found, STRIDE))
+            confidence[group, t] = _cosine(query_features, heatmaps.sample_features(keys[t], found, stride))
     occluded = prediction.occluded | (confidence < occlusion_threshold)
     return Prediction(tracks, occluded, confidence)
 
@@ -141,11 +154,12 @@ class Evaluator:
         self.save_overlays = save_overlays
 
     def run(self, encoder: vos.FrameEncoder | vos.CopyFirstFrame, preset: protocol.Preset, output_dir: str) -> dict:
-        """Tracks every video; writes tapvid_results.json (and overlays); returns the overall
-        metrics (tapvid_metrics.KEYS), `videos`, `points` and `per_video`.
+        """Tracks every video; writes tapvid_results.json, tapvid_predictions.npz (and overlays);
+        returns the overall metrics (tapvid_metrics.KEYS), `videos`, `points` and `per_video`.
 
         The videos are split over the run's devices and processes (`video_shards`), each process
-        writing its own videos' overlays; process 0 writes the JSON and prints the table.
+        writing its own videos' overlays; process 0 writes the JSON, the predictions
+        ("<video>/tracks" [N, T, 2], "<video>/occluded" [N, T]) and prints the table.
         """
         propagator = propagation.Propagator(preset)
 
@@ -169,21 +183,81 @@ class Evaluator:
                 )
                 if self.save_overlays:
                     write_overlay(os.path.join(output_dir, "overlays", f"{video.name}.mp4"), video, prediction)
-                yield video.name, metrics, len(video.query_frames)
+                yield video.name, metrics, len(video.query_frames), prediction
 
         readers = tapvid_data.video_readers(self.path, self.size, self.names)
         tracked = video_shards.map_videos(readers, track)
-        per_video = {name: metrics for name, metrics, _ in tracked}
+        per_video = {name: metrics for name, metrics, _, _ in tracked}
         scores = {
             **tapvid_metrics.mean_over_videos(list(per_video.values())),
             "videos": len(per_video),
-            "points": sum(points for _, _, points in tracked),
+            "points": sum(points for _, _, points, _ in tracked),
             "per_video": per_video,
         }
         if jax.process_index() == 0:
             reports.write_json(os.path.join(output_dir, "tapvid_results.json"), scores)
+            arrays = {f"{name}/{key}": getattr(p, key) for name, _, _, p in tracked for key in ("tracks", "occluded")}
+            np.savez(os.path.join(output_dir, PREDICTIONS), **arrays)
             print(format_table(scores))
         return scores
+
+    def report_page(self, columns: Mapping[str, dict], output_dir: str) -> report_html.Page:
+        """The HTML report's page (`report_html.py`) of `columns` {name: `run`'s scores}, the model
+        first, then the floors: one row per video (AJ, <d_avg, OA), one strip per video with the
+        model's predicted points (output_dir's PREDICTIONS), the worst frame by Average Jaccard."""
+        path = os.path.join(output_dir, PREDICTIONS)
+        predictions = dict(np.load(path)) if os.path.isfile(path) else {}
+        names = list(next(iter(columns.values()))["per_video"])
+        strips = []
+        for read in tapvid_data.video_readers(self.path, self.size, names):
+            video = read()
+            if f"{video.name}/tracks" not in predictions:
+                strips.append(report_html.Strip(video.name, note=f"no thumbnails: no tracks of {video.name} in {path}"))
+                continue
+            tracks, occluded = predictions[f"{video.name}/tracks"], predictions[f"{video.name}/occluded"]
+            pictures = []
+            for t, caption in thumbnails.pick_frames(frame_jaccard(video, tracks, occluded), "AJ"):
+                shown = video.query_frames <= t  # As the overlay videos: each point from its query frame on.
+                points = tracks[shown, t] - 0.5  # raster -> pixel-centre coordinates
+                image = thumbnails.points_thumbnail(
+                    video.frames[t], points, ~occluded[shown, t], np.flatnonzero(shown), caption
+                )
+                pictures.append(image)
+            strips.append(report_html.Strip(video.name, tuple(pictures)))
+        return report_html.Page(
+            title=f"TAP-Vid {os.path.basename(os.path.normpath(self.path))} ({self.size}x{self.size})",
+            columns=columns,
+            headline_keys=self.HEADLINE_KEYS,
+            row_label="video",
+            metrics=self.HEADLINE_KEYS,
+            rows=report_html.rows_of(columns, "per_video"),
+            strips=tuple(strips),
+        )
+
+
+def frame_jaccard(video: tapvid_data.TrackedVideo, tracks: np.ndarray, occluded: np.ndarray) -> np.ndarray:
+    """Each frame's Average Jaccard: `tapvid_metrics.video_metrics` of that frame's (point, frame)
+    pairs alone, those of the points queried before it (query-first scoring).
+
+    Args:
+      video: the ground truth (query frames [N], tracks [N, T, 2], occluded [N, T]).
+      tracks: [N, T, 2] predicted (x, y) raster coordinates.
+      occluded: [N, T] predicted occlusion.
+
+    Returns:
+      [T] float64, NaN where no pair is scored (no point queried before the frame, or the Jaccard
+      undefined).
+    """
+    per_frame = np.full(video.occluded.shape[1], np.nan)
+    for t in range(len(per_frame)):
+        # On the one-frame slice, query -1 scores a point's pair and 0 leaves it out.
+        queries = np.where(video.query_frames < t, -1, 0)
+        frame = slice(t, t + 1)
+        metrics = tapvid_metrics.video_metrics(
+            queries, video.occluded[:, frame], video.tracks[:, frame], occluded[:, frame], tracks[:, frame]
+        )
+        per_frame[t] = metrics["average_jaccard"]
+    return per_frame
 
 
 def write_overlay(path: str, video: tapvid_data.TrackedVideo, prediction: Prediction) -> None:

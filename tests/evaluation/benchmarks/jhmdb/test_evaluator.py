@@ -6,6 +6,7 @@ import scipy.io
 from PIL import Image
 
 from mer_jax.evaluation.benchmarks.jhmdb import data as jhmdb_data
+from mer_jax.evaluation.benchmarks.jhmdb import evaluator as jhmdb
 from mer_jax.evaluation.benchmarks.jhmdb import pck
 
 J = jhmdb_data.NUM_JOINTS
@@ -32,6 +33,15 @@ def test_pck_thresholds_just_inside_and_outside():
     np.testing.assert_array_equal(at2[[2, 3, 4, 5]], [1, 1, 0, 1])
     assert out["PCK@0.1"] == pytest.approx(12 / 15)
     assert out["PCK@0.2"] == pytest.approx(14 / 15)
+
+
+def test_frame_pck_scores_each_frame_alone_after_the_first():
+    gt, visible = box_frame()
+    gt, visible = np.repeat(gt, 4, 0), np.repeat(visible, 4, 0)
+    pred = gt.copy()
+    pred[2, :3, 0] += 3.1  # 3 of 15 joints beyond 0.1 x 30 px in frame 2
+    visible[3, 1:] = False  # frame 3: one visible joint, no box: not scored
+    np.testing.assert_allclose(jhmdb.frame_pck(pred, gt, visible), [np.nan, 1.0, 12 / 15, np.nan])
 
 
 def test_pck_ignores_invisible_joints_and_excludes_never_visible_joints():

@@ -63,6 +63,19 @@ def test_stay_in_place_holds_the_query_position():
     np.testing.assert_array_equal(held.occluded, [[False, False, False], [True, False, False]])
 
 
+def test_frame_jaccard_scores_each_frame_by_the_points_queried_before_it():
+    tracks = np.zeros((2, 4, 2), np.float32)
+    occluded = np.zeros((2, 4), bool)
+    video = tapvid_data.TrackedVideo("v", np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 2]), tracks, occluded)
+    predicted = tracks.copy()
+    predicted[0, 1] = [3.0, 0.0]  # 3 px off in frame 1: within 4, 8 and 16 px only
+    predicted[1, 3] = [20.0, 0.0]  # point 1, queried at 2, lost in frame 3: a miss at every threshold
+    per_frame = tapvid.frame_jaccard(video, predicted, occluded)
+    # Frame 0 and frame 2's point 1 are query frames, not scored. Frame 3: point 0 hit (1 TP) and
+    # point 1 a false positive and a missed visible point at every threshold: 1 / (2 + 1).
+    np.testing.assert_allclose(per_frame, [np.nan, 3 / 5, 1.0, 1 / 3])
+
+
 def test_distinct_features_hold_every_point_of_a_still_video(procedural):
     _, videos = procedural
     video = videos[0]
@@ -139,6 +152,10 @@ def test_evaluator_end_to_end_with_floors_and_overlays(procedural, tmp_path):
     ]
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved["results"]["average_jaccard"] == pytest.approx(summary["results"]["average_jaccard"])
+    predictions = np.load(tmp_path / "out" / tapvid.PREDICTIONS)
+    assert predictions["synthetic_001/tracks"].shape == videos[1].tracks.shape
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("<img ") == 2 * 4 and "synthetic_002" in page and "copy floor" in page
 
 
 def test_a_bad_or_missing_pickle_is_a_clear_error(tmp_path):
