@@ -98,7 +98,12 @@ def test_one_and_two_devices_give_the_same_loss_curve(tmp_path):
     two = train.train_and_evaluate(config, str(tmp_path / "two"), mesh=sharding.make_mesh(jax.devices()[:2]))
     loss_one, loss_two = read_scalars(str(tmp_path / "one"))["loss"], read_scalars(str(tmp_path / "two"))["loss"]
     np.testing.assert_allclose([loss_two[s] for s in (2, 4)], [loss_one[s] for s in (2, 4)], rtol=1e-5)
-    assert_trees_close(params_of(two), params_of(one), rtol=1e-4, atol=1e-6)
+    # Two devices sum the gradients in another order, and Adam divides each update by the
+    # gradient's own running magnitude: where a gradient is rounding noise its update is too (up
+    # to lr = 1e-3 a step). After 4 steps the encoder's kernels differ by at most 2.4e-6 and the
+    # VEN's value MLP, reached only through the zero-initialised output, by 1.3e-5 (its hidden
+    # bias); a sharding error would move every parameter by ~lr.
+    assert_trees_close(params_of(two), params_of(one), rtol=1e-4, atol=5e-5)
     assert_trees_close(jax.tree.map(np.asarray, two.batch_stats), jax.tree.map(np.asarray, one.batch_stats), 1e-4, 1e-6)
 
 
