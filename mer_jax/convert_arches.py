@@ -28,7 +28,6 @@ from mer_jax.models import torch_resnet
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LAB_MEAN, LAB_STD = (50.0, 0.0, 0.0), (50.0, 127.0, 127.0)
-ARCHITECTURES = ("torch_resnet", "mer")
 
 
 @dataclasses.dataclass(frozen=True)

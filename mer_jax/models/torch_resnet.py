@@ -37,12 +37,6 @@ def output_stride(strides: Sequence[int], stem_pool: str) -> int:
     return stride
 
 
-def output_channels(block: str, num_stages: int) -> int:
-    """Channels of the last kept stage: 64 * 2**(stages - 1) * expansion (256 for a three-stage
-    ResNet-18, 1024 for a three-stage ResNet-50)."""
-    return 64 * 2 ** (num_stages - 1) * _EXPANSION[block]
-
-
 class _Conv(nn.Module):
     """A bias-free square convolution with PyTorch's padding: `padding` pixels of zeros or reflected ones."""
 
@@ -91,7 +85,8 @@ class TorchResNet(nn.Module):
     """Normalised frames [B, H, W, 3] -> the last kept stage's features [B, h, w, C].
 
     h = H / `output_stride(strides, stem_pool)` rounded up at each stride-2 step as PyTorch's
-    convolutions and pools round; C = `output_channels(block, len(layers))`.
+    convolutions and pools round; C = 64 * 2**(stages - 1), times 4 for bottlenecks (256 for a
+    three-stage ResNet-18, 1024 for a three-stage ResNet-50).
 
     Attributes:
       block: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50/101).
